@@ -1,0 +1,138 @@
+"""Sessions for the flows monorepo.
+
+Each ``tests(<package>)`` session installs one package and only the flows packages it declares
+(real, non-editable installs), so a missing dependency fails there first. ``all`` runs every
+suite together against editable installs, with doctests.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import tomllib
+
+import nox
+
+ROOT = pathlib.Path(__file__).parent
+PACKAGES = ROOT / "packages"
+CONSTRAINTS = ("-c", "requirements/constraints.txt")
+TEST_REQUIREMENTS = ("-r", "requirements/test.txt")
+
+# The flows packages each package needs, itself included: its declared closure.
+CLOSURE = {
+    "nn": ["nn"],
+    "core": ["nn", "core"],
+    "splines": ["nn", "core", "splines"],
+    "ode": ["nn", "core", "ode"],
+    "cli": ["nn", "core", "cli"],
+}
+
+nox.options.sessions = ["lint", "versions", "tests", "plugins", "all"]
+nox.options.reuse_existing_virtualenvs = False
+
+
+def _paths(names: list[str], editable: bool = False) -> list[str]:
+    paths = [str(PACKAGES / f"flows-{name}") for name in names]
+    if editable:
+        return [arg for path in paths for arg in ("-e", path)]
+    return paths
+
+
+@nox.session
+@nox.parametrize("package", list(CLOSURE))
+def tests(session: nox.Session, package: str) -> None:
+    """Run one package's tests with only that package and its declared closure installed."""
+    extras = {"cli": ["numpy"]}.get(package, [])
+    # One pip call for every local package: the exact sibling pins are not on any index.
+    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *_paths(CLOSURE[package]), *extras)
+    installed = {
+        dist["name"]
+        for dist in json.loads(session.run("pip", "list", "--format=json", silent=True))
+        if dist["name"].startswith("flows-")
+    }
+    expected = {f"flows-{name}" for name in CLOSURE[package]}
+    if installed != expected:
+        session.error(f"installed {sorted(installed)}, expected exactly {sorted(expected)}")
+    session.run(
+        "pytest",
+        f"packages/flows-{package}/tests",
+        *session.posargs,
+        env={"FLOWS_ISOLATED": package},
+    )
+
+
+@nox.session
+def plugins(session: nox.Session) -> None:
+    """Real installs: transforms and presets appear exactly when their package is installed."""
+    session.install(*CONSTRAINTS, *_paths(["nn", "core", "cli"]))
+    session.run("python", "tools/check_plugins.py", "--absent", "rqs", "--absent-preset", "nsf")
+    session.install(*CONSTRAINTS, *_paths(["nn", "core", "splines", "cli"]))
+    session.run("python", "tools/check_plugins.py", "--present", "rqs", "--present-preset", "nsf")
+    example = "examples/flows-example-plugin"
+    session.install(*CONSTRAINTS, *_paths(["nn", "core", "cli"]), example)
+    session.run(
+        "python",
+        "tools/check_plugins.py",
+        "--present",
+        "softsign",
+        "--distribution",
+        "softsign=flows-example-plugin",
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: formatting and lint."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(venv_backend="none")
+def versions(session: nox.Session) -> None:
+    """Every package carries the same version and pins its siblings exactly."""
+    found = {}
+    for pyproject in sorted(PACKAGES.glob("flows-*/pyproject.toml")):
+        project = tomllib.loads(pyproject.read_text())["project"]
+        found[project["name"]] = project["version"]
+    if len(set(found.values())) != 1:
+        session.error(f"versions differ: {found}")
+    version = next(iter(found.values()))
+    for pyproject in sorted(PACKAGES.glob("flows-*/pyproject.toml")):
+        project = tomllib.loads(pyproject.read_text())["project"]
+        for requirement in project.get("dependencies", []):
+            name = requirement.split("=")[0].split(">")[0].split("<")[0].strip()
+            if name in found and requirement != f"{name}=={version}":
+                session.error(f"{project['name']}: {requirement!r} must be {name}=={version}")
+    session.log(f"all {len(found)} packages at {version}")
+
+
+@nox.session(name="all")
+def all_(session: nox.Session) -> None:
+    """Every package editable, every suite and every docstring example together."""
+    session.install(
+        *CONSTRAINTS,
+        *TEST_REQUIREMENTS,
+        *_paths(list(CLOSURE), editable=True),
+        "matplotlib",
+    )
+    session.run("pytest", "packages", *session.posargs)
+    sources = [str(path) for path in sorted(PACKAGES.glob("flows-*/src/flows"))]
+    session.run("pytest", "--doctest-modules", *sources)
+
+
+@nox.session(default=False)
+def dev(session: nox.Session) -> None:
+    """A ready .venv with every package editable and the test and lint tools."""
+    session.run("python", "-m", "venv", ".venv", external=True)
+    session.run(".venv/bin/pip", "install", "-r", "requirements/dev.txt", external=True)
+    session.log("activate with: . .venv/bin/activate")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Speed side by side with zuko and nflows (competitors installed here only)."""
+    session.install(
+        *CONSTRAINTS, *_paths(["nn", "core", "splines", "cli"]), "-r", "benchmarks/requirements.txt"
+    )
+    session.run("python", "benchmarks/run.py", *session.posargs)

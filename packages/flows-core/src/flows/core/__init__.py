@@ -1,0 +1,92 @@
+r"""flows-core: lazy distributions and transforms, autoregressive and coupling flows, presets.
+
+Names are imported on first use, so ``import flows.core`` is cheap and does no plugin
+discovery; ``flows.core.MAF`` or ``from flows.core import MAF`` imports what it needs.
+
+Example:
+    >>> import torch
+    >>> from flows.core import MAF
+    >>> flow = MAF(features=3, context=4, transforms=2)
+    >>> flow(torch.randn(4)).sample().shape
+    torch.Size([3])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # Lazy modules
+    "Flow": "flows.core.lazy",
+    "LazyComposedTransform": "flows.core.lazy",
+    "LazyDistribution": "flows.core.lazy",
+    "LazyInverse": "flows.core.lazy",
+    "LazyTransform": "flows.core.lazy",
+    "UnconditionalDistribution": "flows.core.lazy",
+    "UnconditionalTransform": "flows.core.lazy",
+    # Lazy transforms with hyper-networks
+    "ElementWiseTransform": "flows.core.layers",
+    "GeneralCouplingTransform": "flows.core.layers",
+    "MaskedAutoregressiveTransform": "flows.core.layers",
+    # Presets
+    "GF": "flows.core.presets",
+    "GMM": "flows.core.presets",
+    "MAF": "flows.core.presets",
+    "NICE": "flows.core.presets",
+    "RealNVP": "flows.core.presets",
+    # Training and checkpoints
+    "fit": "flows.core.training",
+    "FitResult": "flows.core.training",
+    "load": "flows.core.checkpoint",
+    "save": "flows.core.checkpoint",
+}
+
+_SUBMODULES = (
+    "checkpoint",
+    "distributions",
+    "layers",
+    "lazy",
+    "plugins",
+    "presets",
+    "testing",
+    "training",
+    "transforms",
+)
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from flows.core.checkpoint import load, save
+    from flows.core.layers import (
+        ElementWiseTransform,
+        GeneralCouplingTransform,
+        MaskedAutoregressiveTransform,
+    )
+    from flows.core.lazy import (
+        Flow,
+        LazyComposedTransform,
+        LazyDistribution,
+        LazyInverse,
+        LazyTransform,
+        UnconditionalDistribution,
+        UnconditionalTransform,
+    )
+    from flows.core.presets import GF, GMM, MAF, NICE, RealNVP
+    from flows.core.training import FitResult, fit
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, *_SUBMODULES])

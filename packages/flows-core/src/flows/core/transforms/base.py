@@ -1,0 +1,313 @@
+r"""The transform protocol of flows: a value and its log-Jacobian in one pass.
+
+Every flows transform is a :class:`torch.distributions.Transform` that also implements
+
+* :meth:`Transform.call_and_ladj`: :math:`x \mapsto (y, \log |\det J_f(x)|)`;
+* :meth:`Transform.inverse_and_ladj`: :math:`y \mapsto (x, \log |\det J_{f^{-1}}(y)|)`.
+
+so that flows never compute a value twice. Torch's own transforms work everywhere too, through
+the module functions :func:`call_and_ladj` and :func:`inverse_and_ladj`.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import Tensor
+from torch.distributions import Transform as _TorchTransform
+from torch.distributions import constraints
+
+__all__ = [
+    "ComposedTransform",
+    "DependentTransform",
+    "IdentityTransform",
+    "InverseTransform",
+    "Transform",
+    "call_and_ladj",
+    "inverse_and_ladj",
+    "sum_rightmost",
+]
+
+
+def sum_rightmost(x: Tensor, dims: int) -> Tensor:
+    """Sum the ``dims`` rightmost dimensions of ``x``."""
+    return x.sum(dim=tuple(range(-dims, 0))) if dims > 0 else x
+
+
+def call_and_ladj(transform: _TorchTransform, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(f(x), log|det J_f(x)|)`` for any torch transform, in one pass when it is ours."""
+    if isinstance(transform, Transform):
+        return transform.call_and_ladj(x)
+    y = transform(x)
+    return y, transform.log_abs_det_jacobian(x, y)
+
+
+def inverse_and_ladj(transform: _TorchTransform, y: Tensor) -> tuple[Tensor, Tensor]:
+    """``(f^{-1}(y), log|det J_{f^{-1}}(y)|)`` for any torch transform."""
+    if isinstance(transform, Transform):
+        return transform.inverse_and_ladj(y)
+    x = transform.inv(y)
+    return x, -transform.log_abs_det_jacobian(x, y)
+
+
+class Transform(_TorchTransform):
+    r"""Base class of flows transforms.
+
+    Subclasses implement ``_call``, ``_inverse`` and ``log_abs_det_jacobian`` and, where the
+    log-determinant falls out of the same computation, override :meth:`call_and_ladj` and
+    :meth:`inverse_and_ladj` to compute both at once. Their ``inv`` also has both methods.
+    """
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`y = f(x)` and :math:`\log |\det \partial y / \partial x|`."""
+        y = self._call(x)
+        return y, self.log_abs_det_jacobian(x, y)
+
+    def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`x = f^{-1}(y)` and :math:`\log |\det \partial x / \partial y|`."""
+        x = self._inverse(y)
+        return x, -self.log_abs_det_jacobian(x, y)
+
+    @property
+    def inv(self) -> Transform:
+        """The inverse transform :math:`f^{-1}`, which also computes in one pass."""
+        inverse = None if self._inv is None else self._inv()
+        if inverse is None:
+            inverse = InverseTransform(self)
+            self._inv = weakref.ref(inverse)
+        return inverse
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class InverseTransform(Transform):
+    """The inverse :math:`f^{-1}` of a flows transform :math:`f`."""
+
+    def __init__(self, transform: Transform) -> None:
+        super().__init__(cache_size=transform._cache_size)
+        self._inv = transform  # a strong reference: the inverse keeps its transform alive
+
+    @property
+    def inv(self) -> Transform:
+        return self._inv  # type: ignore[return-value]
+
+    @constraints.dependent_property(is_discrete=False)
+    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        return self._inv.codomain  # type: ignore[union-attr]
+
+    @constraints.dependent_property(is_discrete=False)
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        return self._inv.domain  # type: ignore[union-attr]
+
+    @property
+    def bijective(self) -> bool:  # type: ignore[override]
+        return self._inv.bijective  # type: ignore[union-attr]
+
+    @property
+    def sign(self) -> int | Tensor:  # type: ignore[override]
+        return self._inv.sign  # type: ignore[union-attr]
+
+    def _call(self, y: Tensor) -> Tensor:
+        return self._inv._inverse(y)  # type: ignore[union-attr]
+
+    def _inverse(self, x: Tensor) -> Tensor:
+        return self._inv._call(x)  # type: ignore[union-attr]
+
+    def log_abs_det_jacobian(self, y: Tensor, x: Tensor) -> Tensor:
+        return -self._inv.log_abs_det_jacobian(x, y)  # type: ignore[union-attr]
+
+    def call_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self._inv.inverse_and_ladj(y)  # type: ignore[union-attr]
+
+    def inverse_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._inv.call_and_ladj(x)  # type: ignore[union-attr]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InverseTransform) and self._inv == other._inv
+
+    def __hash__(self) -> int:
+        return hash((type(self), id(self._inv)))
+
+    def __repr__(self) -> str:
+        return f"{self._inv!r}.inv"
+
+
+class IdentityTransform(Transform):
+    r"""The identity :math:`y = x`, with a null log-determinant.
+
+    Example:
+        >>> t = IdentityTransform()
+        >>> t.call_and_ladj(torch.tensor([1.0, -2.0]))
+        (tensor([ 1., -2.]), tensor([0., 0.]))
+    """
+
+    domain = constraints.real
+    codomain = constraints.real
+    bijective = True
+    sign = +1
+
+    def _call(self, x: Tensor) -> Tensor:
+        return x
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return y
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+
+class ComposedTransform(Transform):
+    r"""The composition :math:`f = f_n \circ \dots \circ f_1` of transforms.
+
+    Its log-determinant is the sum of the parts', each summed over the event dimensions it
+    does not treat as one event:
+    :math:`\log |\det J_f(x)| = \sum_i \log |\det J_{f_i}(x_{i-1})|`.
+
+    Arguments:
+        transforms: The transforms :math:`f_1, \dots, f_n`, applied in that order.
+
+    Example:
+        >>> t = ComposedTransform(
+        ...     torch.distributions.AffineTransform(0.0, 2.0), torch.distributions.ExpTransform()
+        ... )
+        >>> t.call_and_ladj(torch.tensor([0.0, 1.0]))
+        (tensor([1.0000, 7.3891]), tensor([0.6931, 2.6931]))
+    """
+
+    bijective = True
+
+    def __init__(self, *transforms: _TorchTransform, cache_size: int = 0) -> None:
+        super().__init__(cache_size=cache_size)
+        if not transforms:
+            raise ValueError("transforms must hold at least one transform")
+        for i, transform in enumerate(transforms):
+            if not isinstance(transform, _TorchTransform):
+                raise TypeError(
+                    f"transforms[{i}] must be a torch.distributions.Transform, "
+                    f"got {type(transform).__name__}"
+                )
+        self.transforms = transforms
+        # Event dimensionality of the input: enough for every part to see whole events.
+        event_dim = transforms[-1].codomain.event_dim
+        for transform in reversed(transforms):
+            event_dim += transform.domain.event_dim - transform.codomain.event_dim
+            event_dim = max(event_dim, transform.domain.event_dim)
+        self._event_dim = event_dim
+
+    @constraints.dependent_property(is_discrete=False)
+    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        first = self.transforms[0].domain
+        return constraints.independent(first, self._event_dim - first.event_dim)
+
+    @constraints.dependent_property(is_discrete=False)
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        last = self.transforms[-1].codomain
+        event_dim = self._event_dim
+        for transform in self.transforms:
+            event_dim += transform.codomain.event_dim - transform.domain.event_dim
+        return constraints.independent(last, event_dim - last.event_dim)
+
+    @property
+    def sign(self) -> int | Tensor:  # type: ignore[override]
+        sign = 1
+        for transform in self.transforms:
+            sign = sign * transform.sign
+        return sign
+
+    def _call(self, x: Tensor) -> Tensor:
+        for transform in self.transforms:
+            x = transform(x)
+        return x
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        for transform in reversed(self.transforms):
+            y = transform.inv(y)
+        return y
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.call_and_ladj(x)[1]
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        event_dim = self._event_dim
+        total: Tensor | float = 0.0
+        for transform in self.transforms:
+            x, ladj = call_and_ladj(transform, x)
+            total = total + sum_rightmost(ladj, event_dim - transform.domain.event_dim)
+            event_dim += transform.codomain.event_dim - transform.domain.event_dim
+        return x, total  # type: ignore[return-value]
+
+    def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        event_dim = self._event_dim
+        for transform in self.transforms:
+            event_dim += transform.codomain.event_dim - transform.domain.event_dim
+        total: Tensor | float = 0.0
+        for transform in reversed(self.transforms):
+            y, ladj = inverse_and_ladj(transform, y)
+            total = total + sum_rightmost(ladj, event_dim - transform.codomain.event_dim)
+            event_dim += transform.domain.event_dim - transform.codomain.event_dim
+        return y, total  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"  {t!r}".replace("\n", "\n  ") for t in self.transforms)
+        return f"{type(self).__name__}(\n{inner}\n)"
+
+
+class DependentTransform(Transform):
+    r"""Treat the ``reinterpreted`` rightmost batch dimensions of a transform as one event.
+
+    The log-determinant is summed over those dimensions, as for independent variables.
+
+    Arguments:
+        base: The transform acting element-wise.
+        reinterpreted: The number of batch dimensions to treat as event dimensions.
+
+    Example:
+        >>> t = DependentTransform(torch.distributions.ExpTransform(), 1)
+        >>> t.call_and_ladj(torch.tensor([1.0, 2.0]))[1]
+        tensor(3.)
+    """
+
+    def __init__(self, base: _TorchTransform, reinterpreted: int) -> None:
+        super().__init__()
+        if not isinstance(reinterpreted, int) or reinterpreted < 0:
+            raise ValueError(f"reinterpreted must be a non-negative int, got {reinterpreted!r}")
+        self.base = base
+        self.reinterpreted = reinterpreted
+
+    @constraints.dependent_property(is_discrete=False)
+    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        return constraints.independent(self.base.domain, self.reinterpreted)
+
+    @constraints.dependent_property(is_discrete=False)
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        return constraints.independent(self.base.codomain, self.reinterpreted)
+
+    @property
+    def bijective(self) -> bool:  # type: ignore[override]
+        return self.base.bijective
+
+    @property
+    def sign(self) -> int | Tensor:  # type: ignore[override]
+        return self.base.sign
+
+    def _call(self, x: Tensor) -> Tensor:
+        return self.base(x)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return self.base.inv(y)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return sum_rightmost(self.base.log_abs_det_jacobian(x, y), self.reinterpreted)
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, ladj = call_and_ladj(self.base, x)
+        return y, sum_rightmost(ladj, self.reinterpreted)
+
+    def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        x, ladj = inverse_and_ladj(self.base, y)
+        return x, sum_rightmost(ladj, self.reinterpreted)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base!r}, {self.reinterpreted})"

@@ -1,0 +1,5 @@
+"""flows-nn."""
+
+__version__ = "0.1.0"
+
+__all__: list[str] = []
