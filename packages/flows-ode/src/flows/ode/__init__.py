@@ -1,5 +1,48 @@
-"""flows-ode."""
+r"""flows-ode: continuous normalizing flows, whose transforms solve an ODE (with torchdiffeq).
+
+Names are imported on first use, so ``import flows.ode`` imports no torch; the ``cnf`` preset
+is also found by name through :func:`flows.core.plugins.get_preset`.
+
+Example:
+    >>> import torch
+    >>> from flows.ode import CNF
+    >>> flow = CNF(features=2, context=1, transforms=1, hidden_features=(8, 8))
+    >>> flow(torch.randn(1)).sample((3,)).shape
+    torch.Size([3, 2])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+_EXPORTS = {
+    "FreeFormJacobianTransform": "flows.ode.ffj",
+    "FFJTransform": "flows.ode.layers",
+    "CNF": "flows.ode.presets",
+}
+
+_SUBMODULES = ("ffj", "layers", "plugin", "presets")
+
+__all__ = ["CNF", "FFJTransform", "FreeFormJacobianTransform"]
+
+if TYPE_CHECKING:
+    from flows.ode.ffj import FreeFormJacobianTransform
+    from flows.ode.layers import FFJTransform
+    from flows.ode.presets import CNF
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
