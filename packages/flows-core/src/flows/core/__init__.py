@@ -56,7 +56,28 @@ _SUBMODULES = (
     "transforms",
 )
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "GF",
+    "GMM",
+    "MAF",
+    "NICE",
+    "ElementWiseTransform",
+    "FitResult",
+    "Flow",
+    "GeneralCouplingTransform",
+    "LazyComposedTransform",
+    "LazyDistribution",
+    "LazyInverse",
+    "LazyTransform",
+    "MaskedAutoregressiveTransform",
+    "RealNVP",
+    "UnconditionalDistribution",
+    "UnconditionalTransform",
+    "fit",
+    "load",
+    "save",
+]
+
 
 if TYPE_CHECKING:
     from flows.core.checkpoint import load, save

@@ -157,7 +157,8 @@ class _Registry:
         message = f"{type(error).__name__}: {error}"
         self.plugins[name] = _Plugin(name, *origin, error=message)
         warnings.warn(
-            f"flows plugin {name!r} from {origin[0]} {origin[1]} failed and was skipped: {message}",
+            f"flows plugin {name!r} from {origin[0]} {origin[1]} failed and was skipped: "
+            f"{message}",
             FlowsPluginWarning,
             stacklevel=4,
         )
@@ -298,7 +299,9 @@ def plugin_report() -> list[PluginInfo]:
     report = []
     for plugin in _REGISTRY.plugins.values():
         module = manager.get_plugin(plugin.name)
-        hooks = tuple(sorted(c.name for c in manager.get_hookcallers(module) or [])) if module else ()
+        hooks = (
+            tuple(sorted(c.name for c in manager.get_hookcallers(module) or [])) if module else ()
+        )
         report.append(
             PluginInfo(
                 name=plugin.name,

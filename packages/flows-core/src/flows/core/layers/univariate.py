@@ -1,0 +1,211 @@
+r"""Resolve the ``univariate`` argument of lazy transforms into a constructor and a layout.
+
+Lazy transforms take a univariate transform either as a registered name with its
+hyper-parameters (``univariate="affine", slope=1e-2``) or as a constructor with the shapes of
+its parameter tensors (``univariate=MonotonicAffineTransform, shapes=[(), ()]``). Either way,
+the hyper-network predicts a flat vector of parameters per feature, which
+:class:`UnivariateLayout` splits into the constructor's tensors with views only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Transform
+
+__all__ = ["UnivariateLayout", "cat_context", "init_near_zero", "resolve_univariate"]
+
+
+class UnivariateLayout:
+    r"""A univariate constructor and how its parameters lie in a flat vector.
+
+    Feature :math:`i` owns the slice ``p[..., i, :]`` of a tensor of shape
+    :math:`(*, F, \text{total})`; it is split along the last dimension into one tensor per
+    shape, in order, without copies.
+
+    Arguments:
+        constructor: Builds a univariate transform from its parameter tensors.
+        shapes: The shape of each parameter tensor, per feature.
+        name: How to call the univariate in messages and reprs.
+
+    Example:
+        >>> from flows.core.transforms import MonotonicAffineTransform
+        >>> layout = UnivariateLayout(MonotonicAffineTransform, [(), ()])
+        >>> layout.total
+        2
+        >>> shift, scale = layout.split(torch.zeros(10, 3, 2))
+        >>> shift.shape
+        torch.Size([10, 3])
+    """
+
+    def __init__(
+        self,
+        constructor: Callable[..., Transform],
+        shapes: Sequence[Sequence[int]],
+        name: str | None = None,
+    ) -> None:
+        self.constructor = constructor
+        self.shapes = [tuple(int(n) for n in shape) for shape in shapes]
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+        self.total = sum(self.sizes)
+        self.scalars = all(shape == () for shape in self.shapes)
+        self.name = _describe_constructor(constructor) if name is None else name
+
+    def split(self, p: Tensor) -> list[Tensor]:
+        """Split ``p`` of shape ``(*, F, total)`` into tensors of shapes ``(*, F, *shape)``."""
+        if self.scalars:
+            return list(p.unbind(dim=-1))  # one view per scalar parameter, in a single op
+        batch = p.shape[:-1]
+        parts = p.split_with_sizes(self.sizes, dim=-1)
+        return [q.reshape(*batch, *shape) for q, shape in zip(parts, self.shapes, strict=True)]
+
+    def build(self, p: Tensor) -> Transform:
+        """The univariate transform with the parameters ``p`` of shape ``(*, F, total)``."""
+        return self.constructor(*self.split(p))
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _describe_constructor(constructor: Any) -> str:
+    inner = getattr(constructor, "func", constructor)  # a functools.partial from a spec
+    return getattr(inner, "__name__", type(inner).__name__)
+
+
+def resolve_univariate(
+    owner: str,
+    univariate: str | Callable[..., Transform],
+    shapes: Sequence[Sequence[int]] | None,
+    kwargs: dict[str, Any],
+    network_arguments: Collection[str],
+) -> tuple[UnivariateLayout, dict[str, Any]]:
+    r"""Resolve a univariate transform and split the keyword arguments.
+
+    Arguments:
+        owner: The lazy transform's name, for messages.
+        univariate: A registered name or a constructor.
+        shapes: The parameter shapes, required with a constructor and refused with a name.
+        kwargs: The remaining keyword arguments: the univariate's hyper-parameters and the
+            hyper-network's arguments.
+        network_arguments: The names the hyper-network accepts.
+
+    Returns:
+        The layout of the univariate's parameters and the hyper-network's keyword arguments.
+
+    Raises:
+        TypeError: A keyword argument that is neither, or a constructor without shapes.
+
+    Example:
+        >>> layout, network = resolve_univariate(
+        ...     "MyTransform",
+        ...     "affine",
+        ...     None,
+        ...     {"slope": 0.01, "hidden_features": [8]},
+        ...     ["hidden_features"],
+        ... )
+        >>> layout.total, network
+        (2, {'hidden_features': [8]})
+    """
+    if isinstance(univariate, str):
+        from flows.core.plugins import transform_spec
+
+        spec = transform_spec(univariate).spec
+        if shapes is not None:
+            raise TypeError(
+                f"{owner}: shapes={shapes!r} is only for a univariate constructor; the shapes "
+                f"of the registered transform {univariate!r} follow from its hyper-parameters "
+                f"({', '.join(sorted(spec.shape_defaults)) or 'none'})"
+            )
+        hyper_names = set(spec.defaults)
+        hyper = {key: kwargs[key] for key in kwargs if key in hyper_names}
+        network = {key: value for key, value in kwargs.items() if key not in hyper_names}
+        _check_network_arguments(owner, network, network_arguments, univariate, hyper_names)
+        constructor, resolved = spec.resolve(**hyper)
+        return UnivariateLayout(constructor, resolved, repr(univariate)), network
+
+    if not callable(univariate):
+        raise TypeError(
+            f"{owner}: univariate must be a registered transform name or a constructor, "
+            f"got {univariate!r}"
+        )
+    if shapes is None:
+        raise TypeError(
+            f"{owner}: univariate={_describe_constructor(univariate)} is a constructor, so the "
+            "shapes of its parameters are needed too, e.g. shapes=[(), ()] for "
+            "MonotonicAffineTransform; or pass a registered name such as univariate='affine'"
+        )
+    shapes = _check_shapes(owner, shapes)
+    _check_network_arguments(owner, kwargs, network_arguments, None, set())
+    return UnivariateLayout(univariate, shapes, _describe_constructor(univariate)), dict(kwargs)
+
+
+def _check_shapes(owner: str, shapes: Any) -> list[tuple[int, ...]]:
+    error = TypeError(
+        f"{owner}: shapes must be a sequence of shapes (tuples of non-negative ints), one per "
+        f"parameter of the univariate transform, e.g. [(), ()] or ([8], [8], [7]); got {shapes!r}"
+    )
+    if isinstance(shapes, (str, bytes)) or not isinstance(shapes, Sequence) or not shapes:
+        raise error
+    checked = []
+    for shape in shapes:
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+            raise error
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise error
+        checked.append(tuple(shape))
+    return checked
+
+
+def _check_network_arguments(
+    owner: str,
+    network: dict[str, Any],
+    accepted: Collection[str],
+    univariate: str | None,
+    hyper_names: Collection[str],
+) -> None:
+    unknown = sorted(set(network) - set(accepted))
+    if not unknown:
+        return
+    if univariate is None:
+        hyper = "(a univariate constructor takes no hyper-parameters: its shapes say it all)"
+    else:
+        names = ", ".join(sorted(hyper_names)) or "none"
+        hyper = f"and the hyper-parameters of univariate {univariate!r}: {names}"
+    raise TypeError(
+        f"{owner} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; it "
+        f"accepts the network arguments {', '.join(sorted(accepted))} {hyper}"
+    )
+
+
+def init_near_zero(network: nn.Module, gain: float = 1e-2) -> None:
+    """Shrink the last layer of a hyper-network so its output starts near zero.
+
+    Zero parameters make the affine (and most) univariate transforms the identity, so a flow
+    starts close to its base distribution, which makes deep flows train faster.
+    """
+    last = None
+    for module in network.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, nn.Parameter) and weight.dim() == 2:
+            last = module
+    if last is None:
+        return
+    with torch.no_grad():
+        last.weight.mul_(gain)
+        bias = getattr(last, "bias", None)
+        if isinstance(bias, nn.Parameter):
+            bias.zero_()
+
+
+def cat_context(x: Tensor, c: Tensor) -> Tensor:
+    """Concatenate inputs and context along the last dimension, broadcasting their batches."""
+    if x.shape[:-1] != c.shape[:-1]:
+        # torch.broadcast_shapes is slow enough to show in a training step: only when needed.
+        batch = torch.broadcast_shapes(x.shape[:-1], c.shape[:-1])
+        x = x.expand(*batch, x.shape[-1])
+        c = c.expand(*batch, c.shape[-1])
+    return torch.cat((x, c), dim=-1)

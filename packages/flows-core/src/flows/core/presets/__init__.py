@@ -1,0 +1,20 @@
+r"""Ready-made flows: MAF, NICE, RealNVP, GMM and GF.
+
+Each records the keyword arguments that rebuild it in ``arguments``:
+``type(flow)(**flow.arguments)`` gives the same architecture.
+
+Example:
+    >>> import torch
+    >>> from flows.core.presets import MAF
+    >>> flow = MAF(features=2, transforms=2)
+    >>> flow().sample((3,)).shape
+    torch.Size([3, 2])
+"""
+
+from flows.core.presets.gf import GF
+from flows.core.presets.gmm import GMM
+from flows.core.presets.maf import MAF
+from flows.core.presets.nice import NICE
+from flows.core.presets.realnvp import RealNVP
+
+__all__ = ["GF", "GMM", "MAF", "NICE", "RealNVP"]

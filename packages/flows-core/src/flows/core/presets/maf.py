@@ -1,0 +1,85 @@
+r"""The masked autoregressive flow (MAF) preset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from flows.core.layers import MaskedAutoregressiveTransform
+from flows.core.layers.elementwise import _check_count
+from flows.core.lazy import Flow, UnconditionalDistribution
+
+__all__ = ["MAF", "standard_normal_base"]
+
+
+def standard_normal_base(features: int) -> UnconditionalDistribution:
+    r"""The base :math:`\mathcal{N}(0, I)` of the presets, its tensors fixed buffers."""
+    from flows.core.distributions import DiagNormal
+
+    return UnconditionalDistribution(
+        DiagNormal, torch.zeros(features), torch.ones(features), buffer=True
+    )
+
+
+class MAF(Flow):
+    r"""A masked autoregressive flow (MAF): masked autoregressive transforms on a Gaussian.
+
+    The flow stacks ``transforms`` :class:`MaskedAutoregressiveTransform` layers on the base
+    :math:`\mathcal{N}(0, I)`. Unless ``randperm``, the features are in ascending order in even
+    layers and descending order in odd ones, so each feature is eventually conditioned on every
+    other; an explicit ``order`` is used in even layers and reversed in odd ones.
+
+    Arguments:
+        features: The number of features :math:`F`.
+        context: The number of context features :math:`C`.
+        transforms: The number of autoregressive transforms.
+        randperm: Whether each layer takes a random order of the features.
+        kwargs: Passed to :class:`MaskedAutoregressiveTransform`: ``passes`` (2 for coupling),
+            ``order``, ``adjacency``, ``univariate`` and its hyper-parameters,
+            ``hidden_features``, ``activation``, ``residual``.
+
+    References:
+        Masked Autoregressive Flow for Density Estimation (Papamakarios et al., 2017),
+        https://arxiv.org/abs/1705.07057
+
+    Example:
+        >>> flow = MAF(features=3, context=4, transforms=2, hidden_features=[32, 32])
+        >>> c = torch.randn(4)
+        >>> x = flow(c).sample()
+        >>> x.shape, flow(c).log_prob(x).shape
+        (torch.Size([3]), torch.Size([]))
+        >>> flow(torch.randn(10, 4)).sample().shape
+        torch.Size([10, 3])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        randperm: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        arguments = {
+            "features": features,
+            "context": context,
+            "transforms": transforms,
+            "randperm": randperm,
+            **kwargs,
+        }
+        _check_count("MAF", "transforms", transforms, minimum=1)
+        _check_count("MAF", "features", features, minimum=1)
+        order = kwargs.pop("order", None)
+        layers = []
+        for i in range(transforms):
+            if "adjacency" in kwargs:
+                orders = {} if order is None else {"order": order}
+            elif randperm:
+                orders = {"order": torch.randperm(features)}
+            else:
+                ascending = torch.arange(features) if order is None else torch.as_tensor(order)
+                orders = {"order": ascending if i % 2 == 0 else features - 1 - ascending}
+            layers.append(MaskedAutoregressiveTransform(features, context, **orders, **kwargs))
+        super().__init__(layers, standard_normal_base(features))
+        self.arguments: dict[str, Any] = arguments

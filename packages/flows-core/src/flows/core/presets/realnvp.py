@@ -1,0 +1,66 @@
+r"""The RealNVP preset: affine coupling transforms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.core.layers import GeneralCouplingTransform
+from flows.core.layers.elementwise import _check_count
+from flows.core.lazy import Flow
+from flows.core.presets.maf import standard_normal_base
+from flows.core.presets.masks import coupling_masks
+
+__all__ = ["RealNVP"]
+
+
+class RealNVP(Flow):
+    r"""A RealNVP flow: affine coupling transforms on a Gaussian.
+
+    Each layer keeps half of the features, :math:`y_a = x_a`, and maps the others by a
+    monotonic affine transform :math:`y_b = x_b \exp(s(x_a, c)) + t(x_a, c)`. Consecutive layers
+    keep complementary halves (even and odd features, or random halves with ``randmask``).
+
+    Arguments:
+        features: The number of features :math:`F` (at least 2).
+        context: The number of context features :math:`C`.
+        transforms: The number of coupling transforms.
+        randmask: Whether the kept halves are random rather than even/odd features.
+        kwargs: Passed to :class:`GeneralCouplingTransform`: ``univariate`` (default
+            ``"affine"``) and its hyper-parameters, ``hidden_features``, ``activation``,
+            ``normalize``.
+
+    References:
+        Density estimation using Real NVP (Dinh et al., 2016),
+        https://arxiv.org/abs/1605.08803
+
+    Example:
+        >>> import torch
+        >>> flow = RealNVP(features=4, context=2, transforms=2, hidden_features=[32])
+        >>> flow(torch.randn(7, 2)).sample().shape
+        torch.Size([7, 4])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        randmask: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        arguments = {
+            "features": features,
+            "context": context,
+            "transforms": transforms,
+            "randmask": randmask,
+            **kwargs,
+        }
+        _check_count("RealNVP", "features", features, minimum=2)
+        _check_count("RealNVP", "transforms", transforms, minimum=1)
+        kwargs.setdefault("univariate", "affine")
+        layers = [
+            GeneralCouplingTransform(features, context, mask=mask, **kwargs)
+            for mask in coupling_masks(features, transforms, randmask)
+        ]
+        super().__init__(layers, standard_normal_base(features))
+        self.arguments: dict[str, Any] = arguments
