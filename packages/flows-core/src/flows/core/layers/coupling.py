@@ -14,7 +14,6 @@ from flows.core.layers.elementwise import _check_count
 from flows.core.layers.univariate import cat_context, init_near_zero, resolve_univariate
 from flows.core.lazy import LazyTransform
 from flows.core.transforms import CouplingTransform
-from flows.core.transforms import Transform as TransformBase
 
 __all__ = ["GeneralCouplingTransform"]
 
@@ -100,8 +99,8 @@ class GeneralCouplingTransform(LazyTransform):
                 f"{_OWNER} has context={self.context}: a context c of shape "
                 f"(*, {self.context}) is required, got None"
             )
-        return _IndexedCouplingTransform(
-            functools.partial(self._meta, c), self.mask, self.kept, self.changed
+        return CouplingTransform(
+            functools.partial(self._meta, c), self.mask, indices=(self.kept, self.changed)
         )
 
     def extra_repr(self) -> str:
@@ -115,19 +114,6 @@ def _reindex(module: GeneralCouplingTransform, incompatible_keys: Any) -> None:
     # A loaded mask (e.g. a random one) brings its own feature indices.
     module.kept = module.mask.nonzero().flatten()
     module.changed = (~module.mask).nonzero().flatten()
-
-
-class _IndexedCouplingTransform(CouplingTransform):
-    """A :class:`CouplingTransform` given its feature indices instead of computing them."""
-
-    def __init__(
-        self, meta: Callable[[Tensor], Transform], mask: Tensor, kept: Tensor, changed: Tensor
-    ) -> None:
-        TransformBase.__init__(self)
-        self.meta = meta
-        self.mask = mask
-        self.kept = kept
-        self.changed = changed
 
 
 def _mlp(in_features: int, out_features: int, network: dict[str, Any]) -> torch.nn.Module:
