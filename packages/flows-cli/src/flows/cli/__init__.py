@@ -1,4 +1,7 @@
-"""flows-cli."""
+"""flows-cli: the ``flows`` command (fit, sample, eval, and listings of what is installed).
+
+Importing this package is cheap: no torch, no numpy; each command imports what it needs.
+"""
 
 __version__ = "0.1.0"
 

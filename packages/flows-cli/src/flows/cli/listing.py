@@ -1,0 +1,139 @@
+"""The listing commands: what transforms, presets, plugins and toy data sets are available.
+
+They read the plugin registry, which names constructors by import path, so nothing here
+imports torch (or numpy): a listing answers in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "format_table",
+    "run_datasets",
+    "run_list_flows",
+    "run_list_transforms",
+    "run_plugins",
+]
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces, the last column unpadded.
+
+    Example:
+        >>> print(format_table(["NAME", "SUMMARY"], [["maf", "Masked"], ["realnvp", "Coupling"]]))
+        NAME     SUMMARY
+        maf      Masked
+        realnvp  Coupling
+    """
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _emit(args: argparse.Namespace, headers: list[str], records: list[dict[str, Any]]) -> int:
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not records:
+        print("(none)")
+        return 0
+    keys = list(records[0])
+    rows = [[_cell(record[key]) for key in keys] for record in records]
+    print(format_table(headers, rows))
+    return 0
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return str(value) if value not in ("", None) else "-"
+
+
+def run_list_transforms(args: argparse.Namespace) -> int:
+    """``flows list-transforms``: name, summary, hyper-parameters, provider."""
+    from flows.core.plugins import list_transforms
+
+    records = [
+        {
+            "name": p.spec.name,
+            "summary": p.spec.summary,
+            "domain": p.spec.domain,
+            "defaults": dict(p.spec.defaults),
+            "distribution": p.distribution,
+            "version": p.version,
+        }
+        for p in list_transforms()
+    ]
+    headers = ["NAME", "SUMMARY", "DOMAIN", "DEFAULTS", "DISTRIBUTION", "VERSION"]
+    return _emit(args, headers, records)
+
+
+def run_list_flows(args: argparse.Namespace) -> int:
+    """``flows list-flows``: the presets with the transforms they use and their provider."""
+    from flows.core.plugins import list_presets
+
+    records = [
+        {
+            "name": p.spec.name,
+            "summary": p.spec.summary,
+            "transforms": list(p.spec.transforms),
+            "distribution": p.distribution,
+            "version": p.version,
+        }
+        for p in list_presets()
+    ]
+    headers = ["NAME", "SUMMARY", "TRANSFORMS", "DISTRIBUTION", "VERSION"]
+    return _emit(args, headers, records)
+
+
+def run_plugins(args: argparse.Namespace) -> int:
+    """``flows plugins``: every plugin seen, whether it loaded, and why not."""
+    from flows.core.plugins import plugin_report
+
+    records = [
+        {
+            "name": info.name,
+            "distribution": info.distribution,
+            "version": info.version,
+            "status": info.status,
+            "hooks": list(info.hooks),
+            "error": info.error,
+        }
+        for info in plugin_report()
+    ]
+    headers = ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS", "ERROR"]
+    return _emit(args, headers, records)
+
+
+# The toy sets' names and descriptions, kept here too so this listing needs no numpy;
+# a test checks they match flows.cli.datasets.TOY_SETS.
+TOY_DESCRIPTIONS = {
+    "8gaussians": "Eight Gaussians on a circle of radius 2",
+    "checkerboard": "Uniform on the dark squares of a 4x4 board",
+    "circles": "Two concentric noisy circles",
+    "moons": "Two interleaving half circles",
+    "pinwheel": "Five curved arms around the origin",
+    "rings": "Four concentric noisy rings",
+    "spirals": "Two interleaved spiral arms",
+    "swissroll": "A 2-D swiss roll",
+}
+
+
+def run_datasets(args: argparse.Namespace) -> int:
+    """``flows datasets``: the built-in 2-D toy sets."""
+    records = [
+        {"name": name, "summary": text, "features": 2} for name, text in TOY_DESCRIPTIONS.items()
+    ]
+    return _emit(args, ["NAME", "SUMMARY", "FEATURES"], records)

@@ -1,0 +1,300 @@
+"""The ``flows`` command line: argument parsing and the one place errors become messages.
+
+Commands import what they need when they run, so ``flows list-transforms`` never imports torch
+or numpy. Every expected failure (bad data, unknown flow, damaged checkpoint, missing folder)
+ends with one line ``flows: error: ...`` on stderr and exit status 1; a bad command line prints
+the usage and exits with status 2, as argparse does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+PROG = "flows"
+
+
+class CLIError(Exception):
+    """A failure the user can fix; printed as one line, without a traceback."""
+
+
+# Argument types: each refuses a bad value with a message naming what is accepted.
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
+    return value
+
+
+def hidden_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive layer widths separated by commas (e.g. 64,64), got {text!r}"
+        )
+    return sizes
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    import json
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. randperm=true), got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+# The parser
+
+
+def _add_fit(commands: Any) -> None:
+    fit = commands.add_parser(
+        "fit",
+        help="fit a flow to data and write a checkpoint",
+        description="Fit a flow to DATA by maximum likelihood: standardizes the data, holds "
+        "out a part for early stopping, writes a checkpoint and, for 2-D data, a PNG of data "
+        "beside samples.",
+    )
+    fit.add_argument(
+        "data",
+        metavar="DATA",
+        help="a built-in data set (see `flows datasets`) or a .csv, .npy or .npz file",
+    )
+    fit.add_argument(
+        "--flow",
+        help="the preset to fit (see `flows list-flows`; default nsf if installed, else maf)",
+    )
+    fit.add_argument("--transforms", type=positive_int, help="number of transforms")
+    fit.add_argument("--hidden", type=hidden_sizes, metavar="W,W", help="hidden layer widths")
+    fit.add_argument("--bins", type=positive_int, help="spline bins (spline flows)")
+    fit.add_argument(
+        "--flow-arg",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other preset argument (JSON value)",
+    )
+    fit.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="passes over the training rows (default: about 2000 steps)",
+    )
+    fit.add_argument("--batch-size", type=positive_int, default=256)
+    fit.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate")
+    fit.add_argument(
+        "--patience",
+        type=positive_int,
+        default=10,
+        help="epochs without held-out improvement before stopping",
+    )
+    fit.add_argument("--validation", type=fraction, default=0.1, help="fraction of rows held out")
+    fit.add_argument("--clip-grad", type=positive_float, default=5.0)
+    fit.add_argument("--seed", type=non_negative_int, default=0)
+    fit.add_argument("--out", default="flow.pt", help="checkpoint file (default flow.pt)")
+    fit.add_argument(
+        "--plot",
+        help="PNG of data and samples for 2-D data (default: the checkpoint name with .png)",
+    )
+    fit.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
+    fit.add_argument(
+        "--samples",
+        type=positive_int,
+        default=10000,
+        help="rows generated for a built-in data set",
+    )
+    fit.add_argument("--device", default=None, help="torch device (default cuda if available)")
+    fit.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="CPU threads per process (default 1: small flows train fastest so)",
+    )
+    _add_data_options(fit)
+    fit.set_defaults(run="flows.cli.fitting:run_fit")
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--columns", help="data columns: indices or header names, e.g. 0,1 or x,y")
+    parser.add_argument("--context-columns", help="conditioning columns, as --columns")
+    parser.add_argument("--key", help="the array to read from a .npz file")
+    parser.add_argument(
+        "--drop-nonfinite",
+        action="store_true",
+        help="drop rows holding NaN or inf instead of refusing them",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Normalizing flows: fit, sample, evaluate, list what is installed."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    for name, function, text in (
+        ("list-transforms", "run_list_transforms", "list the registered univariate transforms"),
+        ("list-flows", "run_list_flows", "list the registered flow presets"),
+        ("plugins", "run_plugins", "list the plugins found and whether they loaded"),
+        ("datasets", "run_datasets", "list the built-in toy data sets"),
+    ):
+        listing = commands.add_parser(
+            name, help=text, description=text[0].upper() + text[1:] + "."
+        )
+        listing.add_argument("--json", action="store_true", help="print JSON for scripts")
+        listing.set_defaults(run=f"flows.cli.listing:{function}")
+
+    _add_fit(commands)
+
+    sample = commands.add_parser(
+        "sample",
+        help="draw samples from a checkpoint",
+        description="Draw samples from the "
+        "flow in MODEL, in the data's original units, as CSV on stdout or into --out.",
+    )
+    sample.add_argument("model", metavar="MODEL", help="a checkpoint written by `flows fit`")
+    sample.add_argument(
+        "-n", "--num", type=positive_int, default=1000, help="samples (per context row)"
+    )
+    sample.add_argument(
+        "--context",
+        help="comma-separated context values, or a file of context rows (.csv, .npy, .npz)",
+    )
+    sample.add_argument("--out", help="write to this .csv or .npy file instead of stdout")
+    sample.add_argument("--seed", type=non_negative_int, default=None)
+    sample.add_argument("--key", help="the array to read from a .npz context file")
+    sample.set_defaults(run="flows.cli.using:run_sample")
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="log-density of data under a checkpoint",
+        description="Evaluate the "
+        "log-density of each row of DATA under the flow in MODEL, in the data's original units.",
+    )
+    evaluate.add_argument("model", metavar="MODEL", help="a checkpoint written by `flows fit`")
+    evaluate.add_argument(
+        "data", metavar="DATA", help="a .csv, .npy or .npz file or a built-in data set"
+    )
+    evaluate.add_argument(
+        "--per-row", action="store_true", help="print the log-density of every row (CSV) on stdout"
+    )
+    evaluate.add_argument("--out", help="write the per-row log-densities to this .csv/.npy file")
+    evaluate.add_argument(
+        "--samples",
+        type=positive_int,
+        default=10000,
+        help="rows generated for a built-in data set",
+    )
+    evaluate.add_argument("--seed", type=non_negative_int, default=1)
+    _add_data_options(evaluate)
+    evaluate.set_defaults(run="flows.cli.using:run_eval")
+    return parser
+
+
+def _version() -> str:
+    from flows.cli import __version__
+
+    return __version__
+
+
+def _resolve(path: str) -> Callable[[argparse.Namespace], int]:
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        text = str(error.args[0])
+    return text or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flows`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
+    debug = bool(os.environ.get("FLOWS_TRACEBACK"))
+    try:
+        return _resolve(args.run)(args) or 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`flows sample ... | head`): not an error.
+        sys.stderr.close()
+        return 0
+    except (
+        CLIError,
+        OSError,
+        ValueError,
+        TypeError,
+        LookupError,
+        RuntimeError,
+        ImportError,
+        AttributeError,
+    ) as error:
+        if debug:
+            raise
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    """Entry point for ``python -m flows.cli`` and the ``flows`` script."""
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Tests of the listing commands: tables, JSON, no torch, argparse usage errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flows.cli.listing import TOY_DESCRIPTIONS, format_table
+from flows.cli.main import main
+
+
+def run_json(capsys, *argv: str) -> list[dict]:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_list_flows_shows_presets_with_their_distribution(capsys):
+    records = {r["name"]: r for r in run_json(capsys, "list-flows")}
+    assert records["maf"]["distribution"] == "flows-core"
+    assert records["maf"]["transforms"] == ["affine"]
+    assert records["maf"]["version"]
+    assert set(records["maf"]) == {"name", "summary", "transforms", "distribution", "version"}
+
+
+def test_list_transforms_shows_defaults_and_provider(capsys):
+    records = {r["name"]: r for r in run_json(capsys, "list-transforms")}
+    assert records["affine"]["defaults"] == {"slope": 0.001}
+    assert records["additive"]["distribution"] == "flows-core"
+
+
+def test_plugins_report_status_and_hooks(capsys):
+    records = {r["name"]: r for r in run_json(capsys, "plugins")}
+    assert records["core"]["status"] == "ok"
+    assert "flows_register_presets" in records["core"]["hooks"]
+
+
+def test_tables_are_aligned(capsys):
+    assert main(["list-flows"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["NAME", "SUMMARY"]
+    start = lines[0].index("DISTRIBUTION")
+    for line in lines[1:]:
+        assert line[start - 2 : start] == "  " and line[start] != " "
+
+
+def test_format_table_pads_all_but_the_last_column():
+    text = format_table(["A", "B", "C"], [["x", "long value", "1"], ["yy", "b", "22"]])
+    assert text.splitlines() == ["A   B           C", "x   long value  1", "yy  b           22"]
+
+
+def test_datasets_lists_every_built_in_set(capsys):
+    from flows.cli.datasets import TOY_SETS
+
+    names = [r["name"] for r in run_json(capsys, "datasets")]
+    assert names == sorted(TOY_SETS) == sorted(TOY_DESCRIPTIONS)
+
+
+@pytest.mark.parametrize("command", ["list-transforms", "list-flows", "plugins", "datasets"])
+def test_listing_imports_no_torch(command):
+    code = (
+        "import sys, runpy, io, contextlib\n"
+        f"sys.argv = ['flows', {command!r}]\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n"
+        "        runpy.run_module('flows.cli', run_name='__main__')\n"
+        "    except SystemExit as exit:\n"
+        "        assert not exit.code, exit.code\n"
+        "assert out.getvalue().startswith('NAME'), out.getvalue()\n"
+        "print('torch' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_python_dash_m_runs_the_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "list-flows", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "maf" in {r["name"] for r in json.loads(result.stdout)}
+
+
+@pytest.mark.parametrize(
+    "argv", [["frobnicate"], ["list-flows", "--bogus"], [], ["fit"], ["fit", "moons", "--epochs"]]
+)
+def test_unknown_commands_and_options_print_usage_and_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: flows") and "error:" in err.splitlines()[-1]
