@@ -1,6 +1,6 @@
 """Options shared by every package's tests: run the same suite in float32/float64, CPU/CUDA.
 
-    pytest packages --dtype float32 --device cuda
+pytest packages --dtype float32 --device cuda
 """
 
 from __future__ import annotations

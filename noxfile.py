@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import pathlib
-import tomllib
 
 import nox
+import tomllib
 
 ROOT = pathlib.Path(__file__).parent
 PACKAGES = ROOT / "packages"
@@ -39,7 +39,7 @@ def _paths(names: list[str], editable: bool = False) -> list[str]:
 
 
 @nox.session
-@nox.parametrize("package", list(CLOSURE))
+@nox.parametrize("package", list(CLOSURE), ids=list(CLOSURE))
 def tests(session: nox.Session, package: str) -> None:
     """Run one package's tests with only that package and its declared closure installed."""
     extras = {"cli": ["numpy"]}.get(package, [])
@@ -69,15 +69,16 @@ def plugins(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, *_paths(["nn", "core", "splines", "cli"]))
     session.run("python", "tools/check_plugins.py", "--present", "rqs", "--present-preset", "nsf")
     example = "examples/flows-example-plugin"
-    session.install(*CONSTRAINTS, *_paths(["nn", "core", "cli"]), example)
+    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *_paths(["nn", "core", "cli"]), example)
     session.run(
         "python",
         "tools/check_plugins.py",
         "--present",
-        "softsign",
+        "sinh-arcsinh",
         "--distribution",
-        "softsign=flows-example-plugin",
+        "sinh-arcsinh=flows-example-plugin",
     )
+    session.run("pytest", f"{example}/tests")
 
 
 @nox.session
@@ -133,6 +134,9 @@ def dev(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Speed side by side with zuko and nflows (competitors installed here only)."""
     session.install(
-        *CONSTRAINTS, *_paths(["nn", "core", "splines", "cli"]), "-r", "benchmarks/requirements.txt"
+        *CONSTRAINTS,
+        *_paths(["nn", "core", "splines", "cli"]),
+        "-r",
+        "benchmarks/requirements.txt",
     )
     session.run("python", "benchmarks/run.py", *session.posargs)
