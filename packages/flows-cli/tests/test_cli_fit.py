@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,11 @@ def test_fit_drops_non_finite_rows_when_asked(tmp_path: Path, capsys):
     data = write_csv(tmp_path / "d.csv", ["x", "y"], values)
     fit(tmp_path, str(data), "--no-plot", "--drop-nonfinite")
     assert "2 non-finite rows dropped" in capsys.readouterr().err
+
+
+def test_fit_without_matplotlib_notes_it_and_writes_no_png(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    fit(tmp_path, "moons", "--samples", "200")
+    captured = capsys.readouterr()
+    assert "matplotlib is not installed" in captured.out + captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
