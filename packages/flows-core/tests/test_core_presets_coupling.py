@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flows.core.presets import NICE, RealNVP
-from flows.core.presets.masks import coupling_masks
+from flows.core.presets.coupling import coupling_masks
 
 
 @pytest.mark.parametrize("preset", [NICE, RealNVP])

@@ -11,10 +11,11 @@ Example:
     torch.Size([3, 2])
 """
 
+from flows.core.presets.coupling import CouplingFlow
 from flows.core.presets.gf import GF
 from flows.core.presets.gmm import GMM
 from flows.core.presets.maf import MAF
 from flows.core.presets.nice import NICE
 from flows.core.presets.realnvp import RealNVP
 
-__all__ = ["GF", "GMM", "MAF", "NICE", "RealNVP"]
+__all__ = ["GF", "GMM", "MAF", "NICE", "CouplingFlow", "RealNVP"]

@@ -2,18 +2,12 @@ r"""The NICE preset: additive (volume-preserving) coupling transforms."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from flows.core.layers import GeneralCouplingTransform
-from flows.core.layers.elementwise import _check_count
-from flows.core.lazy import Flow
-from flows.core.presets.maf import standard_normal_base
-from flows.core.presets.masks import coupling_masks
+from flows.core.presets.coupling import CouplingFlow
 
 __all__ = ["NICE"]
 
 
-class NICE(Flow):
+class NICE(CouplingFlow):
     r"""A NICE flow: additive coupling transforms :math:`y_b = x_b + t(x_a, c)` on a Gaussian.
 
     Consecutive layers keep complementary halves of the features (even and odd features, or
@@ -40,27 +34,4 @@ class NICE(Flow):
         torch.Size([5])
     """
 
-    def __init__(
-        self,
-        features: int,
-        context: int = 0,
-        transforms: int = 3,
-        randmask: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "randmask": randmask,
-            **kwargs,
-        }
-        _check_count("NICE", "features", features, minimum=2)
-        _check_count("NICE", "transforms", transforms, minimum=1)
-        kwargs.setdefault("univariate", "additive")
-        layers = [
-            GeneralCouplingTransform(features, context, mask=mask, **kwargs)
-            for mask in coupling_masks(features, transforms, randmask)
-        ]
-        super().__init__(layers, standard_normal_base(features))
-        self.arguments: dict[str, Any] = arguments
+    default_univariate = "additive"

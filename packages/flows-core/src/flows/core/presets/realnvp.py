@@ -2,18 +2,12 @@ r"""The RealNVP preset: affine coupling transforms."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from flows.core.layers import GeneralCouplingTransform
-from flows.core.layers.elementwise import _check_count
-from flows.core.lazy import Flow
-from flows.core.presets.maf import standard_normal_base
-from flows.core.presets.masks import coupling_masks
+from flows.core.presets.coupling import CouplingFlow
 
 __all__ = ["RealNVP"]
 
 
-class RealNVP(Flow):
+class RealNVP(CouplingFlow):
     r"""A RealNVP flow: affine coupling transforms on a Gaussian.
 
     Each layer keeps half of the features, :math:`y_a = x_a`, and maps the others by a
@@ -40,27 +34,4 @@ class RealNVP(Flow):
         torch.Size([7, 4])
     """
 
-    def __init__(
-        self,
-        features: int,
-        context: int = 0,
-        transforms: int = 3,
-        randmask: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "randmask": randmask,
-            **kwargs,
-        }
-        _check_count("RealNVP", "features", features, minimum=2)
-        _check_count("RealNVP", "transforms", transforms, minimum=1)
-        kwargs.setdefault("univariate", "affine")
-        layers = [
-            GeneralCouplingTransform(features, context, mask=mask, **kwargs)
-            for mask in coupling_masks(features, transforms, randmask)
-        ]
-        super().__init__(layers, standard_normal_base(features))
-        self.arguments: dict[str, Any] = arguments
+    default_univariate = "affine"
