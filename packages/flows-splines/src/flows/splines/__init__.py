@@ -12,8 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from flows.core.deferred import deferred_exports
 
 __version__ = "0.1.0"
 
@@ -77,15 +78,4 @@ if TYPE_CHECKING:
     from flows.splines.unconstrained import UnconstrainedMonotonicTransform
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
+__getattr__, __dir__ = deferred_exports(__name__, _EXPORTS, _SUBMODULES)
