@@ -142,3 +142,12 @@ def bench(session: nox.Session) -> None:
         "benchmarks/requirements.txt",
     )
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(default=False)
+def quality(session: nox.Session) -> None:
+    """Fit quality, KL(p || q) on densities known exactly, side by side with zuko."""
+    session.install(
+        *CONSTRAINTS, *_paths(["nn", "core", "splines"]), "-r", "benchmarks/requirements.txt"
+    )
+    session.run("python", "benchmarks/quality.py", *session.posargs)

@@ -1,0 +1,659 @@
+r"""Speed of flows side by side with a bare-MLP floor, zuko and nflows.
+
+Every workload runs for every library in one process: the libraries alternate inside each
+repeat (the order rotates), each measurement loops long enough to be well above the timer's
+resolution, and the table shows the median over the repeats. The *floor* is the work no flow can
+avoid: the same three bare MLPs as the flow's hyper-networks (same input and output widths,
+hidden (64, 64), ReLU), forward and backward for a training step, and forward once per inverse
+pass for sampling.
+
+    python benchmarks/run.py                      # 1 thread and all threads
+    python benchmarks/run.py --quick              # smoke run, seconds
+    python benchmarks/run.py --compile            # add torch.compile'd variants of ours
+    python benchmarks/run.py --profile            # top ops of our steps (torch.profiler)
+    python benchmarks/run.py --json out.json      # machine-readable results
+
+Competitors are optional: a library that is not installed is reported as such and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["WORKLOADS", "Workload", "main"]
+
+BATCH = 1024
+HIDDEN = (64, 64)
+TRANSFORMS = 3
+BINS = 8
+BOUND = 5.0
+SEED = 0
+LIBRARIES = ("floor", "ours", "zuko", "nflows")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One flow architecture, built identically by every library."""
+
+    name: str
+    features: int
+    context: int = 0
+    spline: bool = False
+    passes: int | None = None
+
+    @property
+    def params_per_feature(self) -> int:
+        # Affine: shift and log-scale; spline: widths, heights and inner derivatives.
+        return 3 * BINS - 1 if self.spline else 2
+
+    @property
+    def inverse_passes(self) -> int:
+        return self.features if self.passes is None else self.passes
+
+    @property
+    def label(self) -> str:
+        kind = "nsf" if self.spline else "maf"
+        shape = f"{self.features}f"
+        if self.context:
+            shape += f"+{self.context}c"
+        if self.passes is not None:
+            shape += f" p{self.passes}"
+        return f"{kind} {shape}"
+
+
+WORKLOADS = (
+    Workload("maf", features=8),
+    Workload("nsf", features=8, spline=True),
+    Workload("nsf-coupling", features=16, spline=True, passes=2),
+    Workload("maf-cond", features=2, context=8),
+)
+
+# Targets: (workload, op, library, bound, description).
+# "floor" bounds are on library/floor; "zuko" bounds are on zuko/ours (a speed-up).
+TARGETS = (
+    ("maf", "train", "floor", 1.5, "MAF training step <= 1.5x floor"),
+    ("nsf", "train", "floor", 2.0, "NSF training step <= 2.0x floor"),
+    ("maf", "sample", "zuko", 2.0, "MAF sampling >= 2x faster than zuko"),
+    ("nsf", "sample", "zuko", 2.0, "NSF sampling >= 2x faster than zuko"),
+    ("maf-cond", "train", "floor", 1.2, "conditional MAF training step <= 1.2x floor"),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Builders: each returns a model (nn.Module) or raises ImportError when the library is absent.
+
+
+def _mlp(in_features: int, out_features: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = in_features
+    for hidden in HIDDEN:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+class Floor(nn.Module):
+    """The flow's three hyper-networks as bare MLPs, without any transform around them."""
+
+    def __init__(self, w: Workload) -> None:
+        super().__init__()
+        self.passes = w.inverse_passes
+        out_features = w.features * w.params_per_feature
+        self.nets = nn.ModuleList(
+            _mlp(w.features + w.context, out_features) for _ in range(TRANSFORMS)
+        )
+
+    def loss(self, inputs: Tensor) -> Tensor:
+        return sum(net(inputs).mean() for net in self.nets)  # type: ignore[return-value]
+
+    def sample(self, inputs: Tensor) -> Tensor:
+        for net in self.nets:
+            for _ in range(self.passes):
+                out = net(inputs)
+        return out
+
+
+def build_ours(w: Workload) -> nn.Module:
+    kwargs: dict[str, Any] = {"transforms": TRANSFORMS, "hidden_features": HIDDEN}
+    if w.passes is not None:
+        kwargs["passes"] = w.passes
+    if w.spline:
+        from flows.splines import NSF
+
+        return NSF(w.features, w.context, bins=BINS, **kwargs)
+    from flows.core import MAF
+
+    return MAF(w.features, w.context, **kwargs)
+
+
+def build_zuko(w: Workload) -> nn.Module:
+    import zuko
+
+    kwargs: dict[str, Any] = {"transforms": TRANSFORMS, "hidden_features": HIDDEN}
+    if w.passes is not None:
+        kwargs["passes"] = w.passes
+    if w.spline:
+        return zuko.flows.NSF(w.features, w.context, bins=BINS, **kwargs)
+    return zuko.flows.MAF(w.features, w.context, **kwargs)
+
+
+class _CouplingNet(nn.Module):
+    """A bare MLP with the (inputs, context) signature nflows' coupling layers call."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.net = _mlp(in_features, out_features)
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
+        if context is not None:
+            inputs = torch.cat((inputs, context), dim=-1)
+        return self.net(inputs)
+
+
+def build_nflows(w: Workload) -> nn.Module:
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.transforms.autoregressive import (
+        MaskedAffineAutoregressiveTransform,
+        MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
+    )
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
+    from nflows.transforms.permutations import ReversePermutation
+
+    context = w.context or None
+    # MADE with one block and no residual connections is in -> 64 -> 64 -> out, like ours.
+    made = {"num_blocks": len(HIDDEN) - 1, "use_residual_blocks": False}
+    layers = []
+    for i in range(TRANSFORMS):
+        if i > 0:
+            layers.append(ReversePermutation(w.features))
+        if w.spline and w.passes == 2:
+            mask = torch.zeros(w.features)
+            mask[w.features // 2 :] = 1
+            layers.append(
+                PiecewiseRationalQuadraticCouplingTransform(
+                    mask,
+                    lambda n_in, n_out: _CouplingNet(n_in + w.context, n_out),
+                    num_bins=BINS,
+                    tails="linear",
+                    tail_bound=BOUND,
+                )
+            )
+        elif w.spline:
+            layers.append(
+                MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                    w.features,
+                    HIDDEN[0],
+                    context_features=context,
+                    num_bins=BINS,
+                    tails="linear",
+                    tail_bound=BOUND,
+                    **made,
+                )
+            )
+        else:
+            layers.append(
+                MaskedAffineAutoregressiveTransform(
+                    w.features, HIDDEN[0], context_features=context, **made
+                )
+            )
+    return Flow(CompositeTransform(layers), StandardNormal([w.features]))
+
+
+BUILDERS: dict[str, Callable[[Workload], nn.Module]] = {
+    "floor": Floor,
+    "ours": build_ours,
+    "zuko": build_zuko,
+    "nflows": build_nflows,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Operations: a zero-argument callable per (library, workload, op).
+
+
+def make_ops(
+    lib: str, model: nn.Module, w: Workload, batch: int, compiled: bool = False
+) -> dict[str, Callable[[], Any]]:
+    """The training step and the sampling call of one model, as closures over fixed inputs."""
+    generator = torch.Generator().manual_seed(SEED)
+    x = torch.randn(batch, w.features, generator=generator)
+    c = torch.randn(batch, w.context, generator=generator) if w.context else None
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    if lib == "floor":
+        inputs = x if c is None else torch.cat((x, c), dim=-1)
+        loss_fn: Callable[[], Tensor] = lambda: model.loss(inputs)  # noqa: E731
+        sample_fn: Callable[[], Any] = lambda: model.sample(inputs)  # noqa: E731
+    elif lib == "nflows":
+        if c is None:
+            loss_fn = lambda: -model.log_prob(x).mean()  # noqa: E731
+            sample_fn = lambda: model.sample(batch)  # noqa: E731
+        else:
+            loss_fn = lambda: -model.log_prob(x, context=c).mean()  # noqa: E731
+            sample_fn = lambda: model.sample(1, context=c)  # noqa: E731
+    else:  # ours and zuko share the lazy-distribution API
+        if c is None:
+            loss_fn = lambda: -model().log_prob(x).mean()  # noqa: E731
+            sample_fn = lambda: model().sample((batch,))  # noqa: E731
+        else:
+            loss_fn = lambda: -model(c).log_prob(x).mean()  # noqa: E731
+            sample_fn = lambda: model(c).sample()  # noqa: E731
+
+    if compiled:
+        loss_fn = torch.compile(loss_fn)
+        sample_fn = torch.compile(sample_fn)
+
+    def train() -> None:
+        for p in params:
+            p.grad = None
+        loss_fn().backward()
+
+    def sample() -> None:
+        with torch.no_grad():
+            sample_fn()
+
+    return {"train": train, "sample": sample}
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+
+
+def _per_call(fn: Callable[[], Any], number: int) -> float:
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def calibrate(fn: Callable[[], Any], min_time: float) -> int:
+    """The number of calls that takes at least ``min_time`` seconds (after a warm-up call)."""
+    fn()
+    number = 1
+    while True:
+        elapsed = _per_call(fn, number) * number
+        if elapsed >= min_time or number >= 10_000:
+            return number
+        number = max(number * 2, int(number * 1.2 * min_time / max(elapsed, 1e-9)))
+
+
+def time_alternating(
+    fns: dict[str, Callable[[], Any]], repeats: int, min_time: float
+) -> dict[str, dict[str, float]]:
+    """Median and spread of per-call seconds, libraries alternating inside each repeat."""
+    numbers = {name: calibrate(fn, min_time) for name, fn in fns.items()}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(repeats):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            gc.collect()
+            samples[name].append(_per_call(fns[name], numbers[name]))
+    return {
+        name: {
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+            "number": numbers[name],
+            "repeats": repeats,
+        }
+        for name, values in samples.items()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Wall times of commands (subprocesses)
+
+
+def time_command(argv: list[str], repeats: int) -> dict[str, Any]:
+    """Median wall time of a command, or the reason it could not run."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["exit code"])[-1]
+            return {"ok": False, "note": f"exit {done.returncode}: {reason[:120]}"}
+    return {"ok": True, "median": statistics.median(times), "min": min(times)}
+
+
+def flows_command() -> str | None:
+    beside = Path(sys.executable).parent / "flows"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("flows")
+
+
+def command_benchmarks(repeats: int) -> dict[str, dict[str, Any]]:
+    py = sys.executable
+    imports = {
+        "python -c pass": "pass",
+        "import torch": "import torch",
+        "import flows.core": "import flows.core",
+        "from flows.core import MAF": "from flows.core import MAF",
+        "from flows.splines import NSF": "from flows.splines import NSF",
+        "import zuko": "import zuko",
+        "import nflows (flows, transforms)": "import nflows.flows, nflows.transforms",
+    }
+    results = {label: time_command([py, "-c", code], repeats) for label, code in imports.items()}
+    command = flows_command()
+    if command is None:
+        results["flows list-transforms"] = {
+            "ok": False,
+            "note": "the flows command is not installed (flows-cli)",
+        }
+    else:
+        results["flows list-transforms"] = time_command([command, "list-transforms"], repeats)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class Row:
+    threads: int
+    workload: str
+    label: str
+    op: str
+    ms: dict[str, float] = field(default_factory=dict)
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def build_all(
+    w: Workload, libraries: list[str], compile_ours: bool
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    models, notes = {}, {}
+    for lib in libraries:
+        torch.manual_seed(SEED)
+        try:
+            models[lib] = BUILDERS[lib](w)
+        except (ImportError, AttributeError, NotImplementedError, TypeError) as error:
+            notes[lib] = f"unavailable: {type(error).__name__}: {error}"[:160]
+    if compile_ours and "ours" in models:
+        torch.manual_seed(SEED)
+        models["ours+compile"] = BUILDERS["ours"](w)
+    return models, notes
+
+
+def run_workload(
+    w: Workload,
+    threads: int,
+    libraries: list[str],
+    args: argparse.Namespace,
+) -> list[Row]:
+    models, notes = build_all(w, libraries, args.compile)
+    ops: dict[str, dict[str, Callable[[], Any]]] = {}
+    for name, model in models.items():
+        lib = "ours" if name == "ours+compile" else name
+        compiled = name == "ours+compile"
+        try:
+            ops[name] = make_ops(lib, model, w, args.batch, compiled=compiled)
+        except Exception as error:  # a library whose API differs must not stop the run
+            notes[name] = f"failed: {type(error).__name__}: {error}"[:160]
+    rows = []
+    for op in ("train", "sample"):
+        row = Row(threads, w.name, w.label, op, notes=dict(notes))
+        fns = {}
+        for name, by_op in ops.items():
+            fn = by_op[op]
+            try:
+                start = time.perf_counter()
+                fn()  # first call: compiles the compiled variant, checks the others run
+                if name == "ours+compile":
+                    row.notes[name] = f"first call (compile) {time.perf_counter() - start:.1f} s"
+                fns[name] = fn
+            except Exception as error:
+                row.notes[name] = f"failed: {type(error).__name__}: {error}"[:160]
+        timed = time_alternating(fns, args.repeats, args.min_time)
+        for name, stats in timed.items():
+            row.ms[name] = 1e3 * stats["median"]
+            row.spread[name] = (1e3 * stats["min"], 1e3 * stats["max"])
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+COLUMNS = ("floor", "ours", "ours+compile", "zuko", "nflows")
+
+
+def format_header() -> str:
+    head = f"{'workload':<16}{'op':<7}" + "".join(f"{c:>13}" for c in COLUMNS)
+    head += f"{'ours/floor':>12}{'zuko/floor':>12}{'nflows/fl':>11}{'zuko/ours':>11}"
+    return head
+
+
+def format_row(row: Row) -> str:
+    def cell(value: float | None, width: int, suffix: str = "") -> str:
+        return f"{'-' if value is None else f'{value:.2f}{suffix}':>{width}}"
+
+    line = f"{row.label:<16}{row.op:<7}"
+    line += "".join(cell(row.ms.get(c), 13) for c in COLUMNS)
+    floor, ours = row.ms.get("floor"), row.ms.get("ours")
+    line += cell(_ratio(ours, floor), 12, "x")
+    line += cell(_ratio(row.ms.get("zuko"), floor), 12, "x")
+    line += cell(_ratio(row.ms.get("nflows"), floor), 11, "x")
+    line += cell(_ratio(row.ms.get("zuko"), ours), 11, "x")
+    return line
+
+
+def check_targets(rows: list[Row]) -> list[dict[str, Any]]:
+    checks = []
+    for row in rows:
+        for workload, op, against, bound, description in TARGETS:
+            if (row.workload, row.op) != (workload, op):
+                continue
+            ours = row.ms.get("ours")
+            if against == "floor":
+                value = _ratio(ours, row.ms.get("floor"))
+                passed = value is not None and value <= bound
+                shown = "-" if value is None else f"ours/floor = {value:.2f}x"
+            else:
+                value = _ratio(row.ms.get("zuko"), ours)
+                passed = value is not None and value >= bound
+                shown = "-" if value is None else f"zuko/ours = {value:.2f}x"
+            checks.append(
+                {
+                    "threads": row.threads,
+                    "target": description,
+                    "value": value,
+                    "passed": passed,
+                    "shown": shown,
+                }
+            )
+    return checks
+
+
+def profile_ours(args: argparse.Namespace) -> dict[str, str]:
+    """Top ops by self CPU time of our training steps and sampling, beside the floor's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tables = {}
+    for w in (WORKLOADS[0], WORKLOADS[1]):
+        for lib in ("floor", "ours", "zuko"):
+            torch.manual_seed(SEED)
+            try:
+                model = BUILDERS[lib](w)
+            except (ImportError, AttributeError) as error:
+                print(f"[profile] {lib} {w.name}: unavailable ({error})")
+                continue
+            ops = make_ops(lib, model, w, args.batch)
+            for op, fn in ops.items():
+                for _ in range(3):
+                    fn()
+                number = 20 if op == "train" else 5
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    for _ in range(number):
+                        fn()
+                table = prof.key_averages().table(
+                    sort_by="self_cpu_time_total", row_limit=args.profile_rows
+                )
+                key = f"{lib} {w.name} {op} ({number} calls, {torch.get_num_threads()} threads)"
+                tables[key] = table
+                print(f"\n=== {key}\n{table}", flush=True)
+    return tables
+
+
+def parse_threads(text: str) -> list[int]:
+    counts = []
+    for part in text.split(","):
+        part = part.strip()
+        counts.append(os.cpu_count() or 1 if part == "all" else int(part))
+    return list(dict.fromkeys(counts))
+
+
+def machine() -> dict[str, Any]:
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": load,
+        "batch": None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", default="1,all", help="comma list of counts or 'all'")
+    parser.add_argument("--quick", action="store_true", help="fast smoke run")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile'd ours")
+    parser.add_argument("--profile", action="store_true", help="torch.profiler top ops")
+    parser.add_argument("--profile-rows", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--min-time", type=float, default=None, help="seconds per measurement")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    parser.add_argument("--libraries", default=",".join(LIBRARIES))
+    parser.add_argument("--no-commands", action="store_true", help="skip import/CLI timings")
+    parser.add_argument("--json", type=Path, default=None, help="write results to this file")
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 9
+    if args.min_time is None:
+        args.min_time = 0.02 if args.quick else 0.1
+
+    libraries = [lib.strip() for lib in args.libraries.split(",")]
+    workloads = [w for w in WORKLOADS if w.name in args.workloads.split(",")]
+    info = machine()
+    info["batch"] = args.batch
+    print(
+        f"torch {info['torch']}, python {info['python']}, {info['cpu_count']} CPUs, "
+        f"load average at start {info['loadavg_start']}, batch {args.batch}, hidden {HIDDEN}, "
+        f"{TRANSFORMS} transforms, {args.repeats} repeats (median), times in ms per call"
+    )
+
+    rows: list[Row] = []
+    profiles: dict[str, str] = {}
+    default_threads = torch.get_num_threads()
+    for threads in parse_threads(args.threads):
+        torch.set_num_threads(threads)
+        print(f"\n## {threads} thread(s)\n{format_header()}", flush=True)
+        for w in workloads:
+            rows += run_workload(w, threads, libraries, args)
+        if args.profile and threads == 1:
+            profiles = profile_ours(args)
+    torch.set_num_threads(default_threads)
+
+    notes: dict[str, list[str]] = {}
+    for r in rows:
+        for name, note in r.notes.items():
+            ops = notes.setdefault(f"{r.workload} / {name}: {note}", [])
+            ops.append(f"{r.threads} thr {r.op}")
+    if notes:
+        print("\nnotes:")
+        for note, where in notes.items():
+            print(f"  {note} ({', '.join(where)})")
+
+    if args.compile:
+        print("\ncompiled speed-up (ours eager / ours compiled):")
+        for r in rows:
+            ratio = _ratio(r.ms.get("ours"), r.ms.get("ours+compile"))
+            if ratio is not None:
+                print(f"  {r.threads} thr {r.label:<16}{r.op:<7}{ratio:.2f}x")
+
+    commands = {} if args.no_commands else command_benchmarks(3 if args.quick else 7)
+    if commands:
+        print("\nwall time of commands (median of subprocess runs):")
+        for label, result in commands.items():
+            shown = f"{result['median']:.3f} s" if result["ok"] else f"skipped ({result['note']})"
+            print(f"  {label:<34}{shown}")
+
+    checks = check_targets(rows)
+    listing = commands.get("flows list-transforms")
+    if listing is not None:
+        checks.append(
+            {
+                "threads": None,
+                "target": "flows list-transforms < 0.3 s",
+                "value": listing.get("median"),
+                "passed": bool(listing["ok"] and listing["median"] < 0.3),
+                "shown": f"{listing['median']:.3f} s" if listing["ok"] else listing["note"],
+            }
+        )
+    print("\ntargets:")
+    for check in checks:
+        mark = "PASS" if check["passed"] else "FAIL"
+        where = f"[{check['threads']} thr] " if check["threads"] else ""
+        print(f"  {mark}  {where}{check['target']}: {check['shown']}")
+
+    if args.json is not None:
+        try:
+            info["loadavg_end"] = os.getloadavg()
+        except OSError:
+            info["loadavg_end"] = None
+        payload = {
+            "machine": info,
+            "settings": {
+                "batch": args.batch,
+                "hidden": HIDDEN,
+                "transforms": TRANSFORMS,
+                "bins": BINS,
+                "repeats": args.repeats,
+                "min_time": args.min_time,
+            },
+            "rows": [asdict(r) for r in rows],
+            "commands": commands,
+            "targets": checks,
+            "profiles": profiles,
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
