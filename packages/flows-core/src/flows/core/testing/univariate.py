@@ -1,4 +1,4 @@
-r"""The contract kit: checks every univariate transform of flows must pass.
+r"""The univariate contract: checks every univariate transform of flows must pass.
 
 Third-party authors run it on their own transforms, in their own tests:
 
