@@ -10,7 +10,7 @@ __all__ = [
 ]
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -151,7 +151,39 @@ def _interleave_softclip(layers: Sequence[LazyTransform], bound: float) -> list[
     return out
 
 
-class NAF(Flow):
+class _NeuralAutoregressiveFlow(Flow):
+    """Autoregressive layers of ``layer`` separated by soft clips, on a standard Gaussian."""
+
+    layer: ClassVar[type[LazyTransform]]
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        randperm: bool = False,
+        signal: int = 16,
+        network: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        arguments = {
+            "features": features,
+            "context": context,
+            "transforms": transforms,
+            "randperm": randperm,
+            "signal": signal,
+            "network": network,
+            **kwargs,
+        }
+        layers = [
+            self.layer(features, context, signal=signal, network=network, order=order, **kwargs)
+            for order in _orders(features, transforms, randperm)
+        ]
+        super().__init__(_interleave_softclip(layers, 11.0), standard_normal_base(features))
+        self.arguments: dict[str, Any] = arguments
+
+
+class NAF(_NeuralAutoregressiveFlow):
     r"""A neural autoregressive flow: monotonic networks conditioned autoregressively.
 
     Layers of :class:`NeuralAutoregressiveTransform` are separated by soft clips onto
@@ -177,36 +209,10 @@ class NAF(Flow):
         | https://arxiv.org/abs/1804.00779
     """
 
-    def __init__(
-        self,
-        features: int,
-        context: int = 0,
-        transforms: int = 3,
-        randperm: bool = False,
-        signal: int = 16,
-        network: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "randperm": randperm,
-            "signal": signal,
-            "network": network,
-            **kwargs,
-        }
-        layers = [
-            NeuralAutoregressiveTransform(
-                features, context, signal=signal, network=network, order=order, **kwargs
-            )
-            for order in _orders(features, transforms, randperm)
-        ]
-        super().__init__(_interleave_softclip(layers, 11.0), standard_normal_base(features))
-        self.arguments: dict[str, Any] = arguments
+    layer = NeuralAutoregressiveTransform
 
 
-class UNAF(Flow):
+class UNAF(_NeuralAutoregressiveFlow):
     r"""An unconstrained neural autoregressive flow: integrals of positive networks.
 
     Layers of :class:`UnconstrainedNeuralAutoregressiveTransform` are separated by soft clips
@@ -231,30 +237,4 @@ class UNAF(Flow):
         | https://arxiv.org/abs/1908.05164
     """
 
-    def __init__(
-        self,
-        features: int,
-        context: int = 0,
-        transforms: int = 3,
-        randperm: bool = False,
-        signal: int = 16,
-        network: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "randperm": randperm,
-            "signal": signal,
-            "network": network,
-            **kwargs,
-        }
-        layers = [
-            UnconstrainedNeuralAutoregressiveTransform(
-                features, context, signal=signal, network=network, order=order, **kwargs
-            )
-            for order in _orders(features, transforms, randperm)
-        ]
-        super().__init__(_interleave_softclip(layers, 11.0), standard_normal_base(features))
-        self.arguments: dict[str, Any] = arguments
+    layer = UnconstrainedNeuralAutoregressiveTransform
