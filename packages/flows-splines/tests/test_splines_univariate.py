@@ -23,11 +23,11 @@ from flows.splines import (
 )
 
 OURS = sorted(p.spec.name for p in list_transforms() if p.distribution == "flows-splines")
-ITERATIVE = {"sos", "bernstein", "bounded-bernstein"}
+ITERATIVE = {"sos", "bernstein", "bounded-bernstein", "monotonic", "umnn"}
 
 
 def test_plugin_registers_every_family():
-    assert {"rqs", "circular-rqs", "sos", "bernstein", "bounded-bernstein"} <= set(OURS)
+    assert {"rqs", "circular-rqs", "monotonic", "umnn", "sos", "bernstein"} <= set(OURS)
 
 
 @pytest.mark.parametrize("name", OURS)

@@ -23,6 +23,8 @@ _EXPORTS = {
     "MonotonicRQSTransform": "flows.splines.rqs",
     "CircularRQSTransform": "flows.splines.circular",
     "MonotonicTransform": "flows.splines.monotonic",
+    "MonotonicNetworkTransform": "flows.splines.neural",
+    "IntegratedPositiveNetworkTransform": "flows.splines.neural",
     "UnconstrainedMonotonicTransform": "flows.splines.unconstrained",
     "SOSPolynomialTransform": "flows.splines.sos",
     "BernsteinTransform": "flows.splines.bernstein",
@@ -42,6 +44,7 @@ _SUBMODULES = (
     "bisection",
     "circular",
     "monotonic",
+    "neural",
     "plugin",
     "presets",
     "rqs",
@@ -60,6 +63,8 @@ __all__ = [
     "BernsteinTransform",
     "BoundedBernsteinTransform",
     "CircularRQSTransform",
+    "IntegratedPositiveNetworkTransform",
+    "MonotonicNetworkTransform",
     "MonotonicRQSTransform",
     "MonotonicTransform",
     "SOSPolynomialTransform",
@@ -72,6 +77,7 @@ if TYPE_CHECKING:
     from flows.splines.bisection import bisection_inverse
     from flows.splines.circular import CircularRQSTransform
     from flows.splines.monotonic import MonotonicTransform
+    from flows.splines.neural import IntegratedPositiveNetworkTransform, MonotonicNetworkTransform
     from flows.splines.presets import BPF, NAF, NCSF, NSF, SOSPF, UNAF
     from flows.splines.rqs import MonotonicRQSTransform
     from flows.splines.sos import SOSPolynomialTransform

@@ -40,6 +40,15 @@ def _bounded_bernstein_shapes(degree: int = 16) -> list[tuple[int, ...]]:
     return [(_positive_int("degree", degree, least=3) - 2,)]
 
 
+def _network_shapes(units: int = 8) -> list[tuple[int, ...]]:
+    units = _positive_int("units", units)
+    return [(units,), (units,), (units,)]
+
+
+def _integrated_network_shapes(units: int = 8) -> list[tuple[int, ...]]:
+    return [*_network_shapes(units), ()]
+
+
 @hookimpl
 def flows_register_transforms() -> list[TransformSpec]:
     return [
@@ -59,6 +68,22 @@ def flows_register_transforms() -> list[TransformSpec]:
             shape_defaults={"bins": 8},
             options={"slope": 1e-3},
             domain="circle",
+        ),
+        TransformSpec(
+            name="monotonic",
+            constructor="flows.splines.neural:MonotonicNetworkTransform",
+            shapes=_network_shapes,
+            summary="Monotonic network (sum of increasing tanh units) per feature, linear outside",
+            shape_defaults={"units": 8},
+            options={"bound": 5.0, "slope": 1e-3, "eps": 1e-6},
+        ),
+        TransformSpec(
+            name="umnn",
+            constructor="flows.splines.neural:IntegratedPositiveNetworkTransform",
+            shapes=_integrated_network_shapes,
+            summary="Integral of a positive network per feature (quadrature), linear outside",
+            shape_defaults={"units": 8},
+            options={"bound": 5.0, "slope": 1e-3, "eps": 1e-6, "nodes": 16},
         ),
         TransformSpec(
             name="sos",
