@@ -74,6 +74,11 @@ class MaskedLinear(nn.Module):
             The output vectors, with shape :math:`(*, C')`.
         """
 
+        if x.dim() == 2 and self.bias is not None and _few_inputs(self, x):
+            # CPU BLAS computes the gradients of a layer with few inputs several times faster
+            # when the masked weight is laid out transposed (inputs x outputs, contiguous).
+            weight = torch.mul(self.mask.T.contiguous(), self.weight.T)
+            return torch.addmm(self.bias, x, weight)
         return F.linear(x, self.weight * self.mask, self.bias)
 
     def extra_repr(self) -> str:
@@ -81,6 +86,10 @@ class MaskedLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}"
         )
+
+
+def _few_inputs(layer: MaskedLinear, x: Tensor) -> bool:
+    return layer.in_features <= 12 and layer.in_features < layer.out_features and x.is_cpu
 
 
 class MaskedResidualBlock(nn.Module):

@@ -12,8 +12,10 @@ from torch.distributions import Distribution, Gamma, Independent, Normal, Unifor
 
 
 def _as_tensors(**tensors: Tensor | float) -> list[Tensor]:
-    values = [torch.as_tensor(v) for v in tensors.values()]
-    values = list(torch.broadcast_tensors(*values))
+    values = [v if isinstance(v, Tensor) else torch.as_tensor(v) for v in tensors.values()]
+    # Built at every flow call: broadcast only when the shapes differ.
+    if any(v.shape != values[0].shape for v in values[1:]):
+        values = list(torch.broadcast_tensors(*values))
     for name, value in zip(tensors, values, strict=True):
         if value.dim() < 1:
             raise ValueError(
@@ -47,6 +49,21 @@ class DiagNormal(Independent):
         if not isinstance(ndims, int) or not 1 <= ndims <= loc.dim():
             raise ValueError(f"ndims must be an int in [1, {loc.dim()}], got {ndims!r}")
         super().__init__(Normal(loc, scale, validate_args=False), ndims, validate_args=False)
+        # The scale before any expand: the normalizing constant needs no batch copies.
+        self._unexpanded_scale = scale
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        r"""The log-density, computed in a few fused steps.
+
+        .. math:: \log p(x) = -\frac{1}{2} \sum_i \left(\frac{x_i - \mu_i}{\sigma_i}\right)^2
+            - \sum_i \log \sigma_i - \frac{D}{2} \log 2 \pi
+        """
+        dims = tuple(range(-self.reinterpreted_batch_ndims, 0))
+        u = (x - self.base_dist.loc) / self.base_dist.scale
+        scale = self._unexpanded_scale
+        constant = 0.5 * math.log(2 * math.pi) * self._event_shape.numel()
+        minus_log_normalizer = -constant - scale.log().sum(dims)
+        return torch.sub(minus_log_normalizer, u.square().sum(dims), alpha=0.5)
 
     @property
     def loc(self) -> Tensor:
@@ -57,10 +74,17 @@ class DiagNormal(Independent):
         return self.base_dist.scale
 
     def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> DiagNormal:
-        shape = Size(batch_shape) + self.event_shape
-        return DiagNormal(
-            self.loc.expand(shape), self.scale.expand(shape), self.reinterpreted_batch_ndims
-        )
+        if type(self) is DiagNormal or _instance is not None:
+            # Expanded at every conditional flow call: torch's expand skips the checks.
+            new = self._get_checked_instance(DiagNormal, _instance)
+            new = super().expand(batch_shape, _instance=new)
+        else:
+            shape = Size(batch_shape) + self.event_shape
+            new = DiagNormal(
+                self.loc.expand(shape), self.scale.expand(shape), self.reinterpreted_batch_ndims
+            )
+        new._unexpanded_scale = self._unexpanded_scale
+        return new
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(loc: {self.loc.shape}, scale: {self.scale.shape})"

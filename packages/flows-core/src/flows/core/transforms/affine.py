@@ -49,27 +49,34 @@ class MonotonicAffineTransform(Transform):
         super().__init__()
         if not isinstance(slope, (int, float)) or not 0.0 < slope < 1.0:
             raise ValueError(f"slope must be a float in (0, 1), got {slope!r}")
-        self.shift = torch.as_tensor(shift)
+        # Built once per layer call, in training and per inverse pass: no needless conversion.
+        self.shift = shift if isinstance(shift, Tensor) else torch.as_tensor(shift)
+        scale = scale if isinstance(scale, Tensor) else torch.as_tensor(scale)
         self.slope = float(slope)
         bound = -math.log(self.slope)
-        self.log_scale = torch.tanh(torch.as_tensor(scale) / bound) * bound
+        self.log_scale = torch.tanh(scale / bound) * bound
 
     def _call(self, x: Tensor) -> Tensor:
         return torch.addcmul(self.shift, x, self.log_scale.exp())
 
     def _inverse(self, y: Tensor) -> Tensor:
-        return (y - self.shift) * torch.exp(-self.log_scale)
+        return (y - self.shift) / self.log_scale.exp()
+
+    def _log_scale_like(self, x: Tensor) -> Tensor:
+        log_scale = self.log_scale
+        # In a flow the shapes agree: an expand would be one more autograd node per layer.
+        return log_scale if log_scale.shape == x.shape else log_scale.expand(x.shape)
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.log_scale.expand(y.shape)
+        return self._log_scale_like(y)
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         y = self._call(x)
-        return y, self.log_scale.expand(y.shape)
+        return y, self._log_scale_like(y)
 
     def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
         x = self._inverse(y)
-        return x, -self.log_scale.expand(x.shape)
+        return x, -self._log_scale_like(x)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(slope={self.slope:g})"
