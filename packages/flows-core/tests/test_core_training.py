@@ -228,6 +228,7 @@ SCRIPT = textwrap.dedent(
         with open(f"{out}.{rank}", "w") as f:
             json.dump({"loc": flow.loc.tolist(), "log_scale": flow.log_scale.tolist(),
                        "steps": result.steps, "val_nll": result.val_nll, "seen": sum(SEEN)}, f)
+        dist.barrier()  # no rank tears gloo down while another still uses it
         dist.destroy_process_group()
 
     if __name__ == "__main__":

@@ -124,6 +124,8 @@ class Workers:
         if self.started:
             import torch.distributed
 
+            # Tearing gloo down while another rank still uses it aborts that rank: wait first.
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
