@@ -14,7 +14,12 @@ from torch import Tensor, nn
 from torch.distributions import Transform
 
 from flows.core.layers.elementwise import _check_count
-from flows.core.layers.univariate import cat_context, init_near_zero, resolve_univariate
+from flows.core.layers.univariate import (
+    cat_context,
+    checked_context,
+    init_near_zero,
+    resolve_univariate,
+)
 from flows.core.lazy import LazyTransform
 from flows.core.transforms import AutoregressiveTransform
 from flows.core.transforms.base import Transform as _FlowsTransform
@@ -330,13 +335,7 @@ class MaskedAutoregressiveTransform(LazyTransform):
         Arguments:
             c: A context of shape :math:`(*, C)`, required when ``context > 0``.
         """
-        if self.context == 0:
-            c = None
-        elif c is None:
-            raise ValueError(
-                f"{_OWNER} has context={self.context}: a context c of shape "
-                f"(*, {self.context}) is required, got None"
-            )
+        c = checked_context(_OWNER, self.context, c)
         return _MaskedAutoregressive(self, c)
 
     def extra_repr(self) -> str:

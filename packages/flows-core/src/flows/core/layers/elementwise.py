@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
 
-from flows.core.layers.univariate import init_near_zero, resolve_univariate
+from flows.core.layers.univariate import checked_context, init_near_zero, resolve_univariate
 from flows.core.lazy import LazyTransform
 from flows.core.transforms import DependentTransform
 
@@ -75,14 +75,10 @@ class ElementWiseTransform(LazyTransform):
         Arguments:
             c: A context of shape :math:`(*, C)`, required when ``context > 0``.
         """
-        if self.context == 0:
+        c = checked_context("ElementWiseTransform", self.context, c)
+        if c is None:
             phi = self.phi
         else:
-            if c is None:
-                raise ValueError(
-                    f"ElementWiseTransform has context={self.context}: a context c of shape "
-                    f"(*, {self.context}) is required, got None"
-                )
             phi = self.hyper(c)
             phi = phi.reshape(phi.shape[:-1] + self.unflattened)
         return DependentTransform(self.layout.build(phi), 1)

@@ -17,7 +17,13 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
 
-__all__ = ["UnivariateLayout", "cat_context", "init_near_zero", "resolve_univariate"]
+__all__ = [
+    "UnivariateLayout",
+    "cat_context",
+    "checked_context",
+    "init_near_zero",
+    "resolve_univariate",
+]
 
 
 class UnivariateLayout:
@@ -199,6 +205,18 @@ def init_near_zero(network: nn.Module, gain: float = 1e-2) -> None:
         bias = getattr(last, "bias", None)
         if isinstance(bias, nn.Parameter):
             bias.zero_()
+
+
+def checked_context(owner: str, context: int, c: Tensor | None) -> Tensor | None:
+    """The context a layer's forward uses: ignored without context features, required with."""
+    if context == 0:
+        return None
+    if c is None:
+        raise ValueError(
+            f"{owner} has context={context}: a context c of shape (*, {context}) is required, "
+            "got None"
+        )
+    return c
 
 
 def cat_context(x: Tensor, c: Tensor) -> Tensor:
