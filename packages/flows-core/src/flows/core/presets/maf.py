@@ -5,12 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from flows.core.layers import MaskedAutoregressiveTransform
 from flows.core.layers.elementwise import _check_count
 from flows.core.lazy import Flow, UnconditionalDistribution
 
-__all__ = ["MAF", "standard_normal_base"]
+__all__ = ["MAF", "alternating_orders", "standard_normal_base"]
+
+
+def alternating_orders(
+    features: int, transforms: int, randperm: bool = False, order: Any = None
+) -> list[Tensor]:
+    r"""The autoregressive order (the rank of each feature) of each of ``transforms`` layers.
+
+    Even layers take ``order`` (ascending by default) and odd ones its reverse, so each feature
+    is eventually conditioned on every other; with ``randperm``, each layer a random order.
+
+    Example:
+        >>> alternating_orders(3, 2)
+        [tensor([0, 1, 2]), tensor([2, 1, 0])]
+    """
+    if randperm:
+        return [torch.randperm(features) for _ in range(transforms)]
+    ascending = torch.arange(features) if order is None else torch.as_tensor(order)
+    return [ascending if i % 2 == 0 else features - 1 - ascending for i in range(transforms)]
 
 
 def standard_normal_base(features: int) -> UnconditionalDistribution:
@@ -71,15 +90,12 @@ class MAF(Flow):
         _check_count("MAF", "transforms", transforms, minimum=1)
         _check_count("MAF", "features", features, minimum=1)
         order = kwargs.pop("order", None)
-        layers = []
-        for i in range(transforms):
-            if "adjacency" in kwargs:
-                orders = {} if order is None else {"order": order}
-            elif randperm:
-                orders = {"order": torch.randperm(features)}
-            else:
-                ascending = torch.arange(features) if order is None else torch.as_tensor(order)
-                orders = {"order": ascending if i % 2 == 0 else features - 1 - ascending}
-            layers.append(MaskedAutoregressiveTransform(features, context, **orders, **kwargs))
+        if "adjacency" in kwargs:
+            orders = [{} if order is None else {"order": order}] * transforms
+        else:
+            orders = [
+                {"order": o} for o in alternating_orders(features, transforms, randperm, order)
+            ]
+        layers = [MaskedAutoregressiveTransform(features, context, **o, **kwargs) for o in orders]
         super().__init__(layers, standard_normal_base(features))
         self.arguments: dict[str, Any] = arguments

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from flows.core.layers import MaskedAutoregressiveTransform
+from flows.core.layers.elementwise import _check_count
 from flows.core.lazy import Flow, LazyTransform, UnconditionalTransform
-from flows.core.presets.maf import standard_normal_base
+from flows.core.presets.maf import alternating_orders, standard_normal_base
 from flows.splines.monotonic import MonotonicTransform
 from flows.splines.unconstrained import UnconstrainedMonotonicTransform
 
@@ -125,19 +126,6 @@ class UnconstrainedNeuralAutoregressiveTransform(MaskedAutoregressiveTransform):
         )
 
 
-def _orders(features: int, transforms: int, randperm: bool) -> list[Tensor]:
-    if not isinstance(transforms, int) or isinstance(transforms, bool) or transforms < 1:
-        raise ValueError(f"transforms must be an int >= 1, got {transforms!r}")
-    orders = []
-    for i in range(transforms):
-        if randperm:
-            orders.append(torch.randperm(features))
-        else:
-            order = torch.arange(features)
-            orders.append(order if i % 2 == 0 else order.flip(0))
-    return orders
-
-
 def _interleave_softclip(layers: Sequence[LazyTransform], bound: float) -> list[LazyTransform]:
     from flows.core.transforms import SoftclipTransform
 
@@ -175,9 +163,10 @@ class _NeuralAutoregressiveFlow(Flow):
             "network": network,
             **kwargs,
         }
+        _check_count(type(self).__name__, "transforms", transforms, minimum=1)
         layers = [
             self.layer(features, context, signal=signal, network=network, order=order, **kwargs)
-            for order in _orders(features, transforms, randperm)
+            for order in alternating_orders(features, transforms, randperm)
         ]
         super().__init__(_interleave_softclip(layers, 11.0), standard_normal_base(features))
         self.arguments: dict[str, Any] = arguments
