@@ -159,44 +159,72 @@ def spline_inverse(knots: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 # from the raw parameters, and a hand-derived backward. Autograd through the generic helpers
 # above records about a hundred nodes per call and saves every intermediate; on batches of a
 # few thousand elements the per-node overhead, not the arithmetic, sets the time. Per-bin work
-# runs bins first, on contiguous rows of the batch, where the element-wise kernels vectorize;
-# the per-element work runs only on the gathered bin of each element.
+# runs bins first, on rows of the batch, where the element-wise kernels vectorize; the
+# per-element work runs only on the bin of each element, located without a gather table:
+# with the mask [i < k] of the bins left of an element's bin k, its left knot is a masked sum.
+
+
+class _BatchLayout:
+    """The broadcast batch of a spline call, walked in the memory order of its parameters.
+
+    Hyper-networks may emit the parameters with the batch in any memory order (for example
+    features before samples); visiting the batch dimensions by decreasing stride of the widths
+    keeps the bins-first rows views of the parameters, or cheap copies of long runs.
+    """
+
+    def __init__(self, v: Tensor, widths: Tensor, heights: Tensor, derivatives: Tensor) -> None:
+        shape = widths.shape[:-1]
+        if not v.shape == shape == heights.shape[:-1] == derivatives.shape[:-1]:
+            shape = torch.broadcast_shapes(
+                v.shape, widths.shape[:-1], heights.shape[:-1], derivatives.shape[:-1]
+            )
+        dims = range(len(shape))
+        if widths.shape[:-1] == shape:
+            order = sorted(dims, key=lambda i: -widths.stride(i))
+        else:
+            order = list(dims)
+        self.shape = shape
+        self.order = order
+        self.inverse = sorted(dims, key=order.__getitem__)
+        self.permuted = [shape[i] for i in order]
+        self.elements = math.prod(shape)
+
+    def rows(self, p: Tensor) -> Tensor:
+        """``p`` of shape ``(*, k)``, broadcast, bins first and flattened: ``(k, M)``."""
+        if p.shape[:-1] != self.shape:
+            p = p.expand(*self.shape, p.shape[-1])
+        return p.permute(-1, *self.order).reshape(p.shape[-1], self.elements)
+
+    def flat(self, v: Tensor) -> Tensor:
+        """``v`` broadcast to the batch, flattened in the walking order: ``(M,)``."""
+        return v.expand(self.shape).permute(self.order).reshape(-1)
+
+    def unflat(self, t: Tensor) -> Tensor:
+        """The inverse of :meth:`flat`."""
+        return t.view(self.permuted).permute(self.inverse)
+
+    def unflat_rows(self, g: Tensor) -> Tensor:
+        """The inverse of :meth:`rows`: ``(k, M)`` to ``(*batch, k)``."""
+        return g.view(g.shape[0], *self.permuted).permute(*(i + 1 for i in self.inverse), 0)
 
 
 @functools.lru_cache(maxsize=64)
-def _table_matrix(bins: int, bound: float, slope: float) -> tuple[list, list]:
-    r"""The matrix and bias that map the bin probabilities to the knots and bin sizes.
+def _knot_map(
+    bins: int, bound: float, slope: float, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    r"""The matrix and offsets that map bin probabilities to the right knots of the bins.
 
-    Row :math:`k < K` gives the knot :math:`x_k = -B + k f + S (p_0 + \dots + p_{k-1})`, with
-    :math:`f` the smallest bin and :math:`S = 2B - K f`; row :math:`K` is :math:`+\infty`,
-    never below an input (it closes the bin search); row :math:`K + 1 + k` gives the bin size
-    :math:`f + S p_k`. Plain lists, cached: building the tensors from them is one call each.
+    Row :math:`k` gives :math:`x_{k+1} = -B + (k + 1) f + S (p_0 + \dots + p_k)`, with
+    :math:`f` the smallest bin and :math:`S = 2B - K f`; the last row's offset is
+    :math:`+\infty`, never below an input, which closes the bin search.
     """
     span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
-    triangle = [[span * (i < k) for i in range(bins)] for k in range(bins + 1)]
-    identity = [[span * (i == k) for i in range(bins)] for k in range(bins)]
-    bias = [[k * floor - bound] for k in range(bins)] + [[math.inf]] + [[floor]] * bins
-    return triangle + identity, bias
-
-
-def _bins_first(
-    x: Tensor, widths: Tensor, heights: Tensor, derivatives: Tensor
-) -> tuple[torch.Size, Tensor]:
-    """The raw parameters of every element of the broadcast batch, bins first: ``(3K + 1, M)``.
-
-    Rows are the ``K`` widths, the ``K`` heights and the ``K + 1`` knot derivatives, whose
-    ends (the boundary knots) are 0, the raw value of a unit derivative (up to rounding).
-    """
-    batch = torch.broadcast_shapes(
-        x.shape, widths.shape[:-1], heights.shape[:-1], derivatives.shape[:-1]
+    matrix = [[span * (i <= k) for i in range(bins)] for k in range(bins)]
+    offsets = [[(k + 1) * floor - bound] for k in range(bins - 1)] + [[math.inf]]
+    return (
+        torch.tensor(matrix, dtype=dtype, device=device),
+        torch.tensor(offsets, dtype=dtype, device=device),
     )
-    rows = [
-        (p if p.shape[:-1] == batch else p.expand(*batch, p.shape[-1])).movedim(-1, 0)
-        for p in (widths, heights, derivatives)
-    ]
-    zero = widths.new_zeros(1, *batch)
-    raw = torch.cat((rows[0], rows[1], zero, rows[2], zero))
-    return batch, raw.view(raw.shape[0], math.prod(batch))
 
 
 def _evaluate(
@@ -207,41 +235,46 @@ def _evaluate(
     bound: float,
     slope: float,
     inverse: bool,
-) -> tuple[Tensor, Tensor, torch.Size, tuple[Tensor, ...]]:
-    """The spline (or its inverse) at ``v`` with its log-derivative, and what the backward needs.
+) -> tuple[Tensor, Tensor, _BatchLayout, tuple[Tensor, ...]]:
+    r"""The spline (or its inverse) at ``v`` with its log-derivative, and what the backward needs.
 
-    Per-bin work runs bins first, on contiguous rows of the batch where the kernels vectorize;
-    the spline algebra runs only on the gathered bin of each element.
+    With :math:`p_i` the softmax of the widths, :math:`S = 2B - Kf` the span beyond the
+    smallest bins :math:`f`, and :math:`k` the bin of an element, its bin starts at
+    :math:`x_k = -B + k f + S \sum_{i < k} p_i` and has the width :math:`w_k = f + S p_k`;
+    likewise the heights. Boundary knot derivatives are those of a null raw value, 1.
     """
     bins = widths.shape[-1]
-    batch, raw = _bins_first(v, widths, heights, derivatives)
-    elements = raw.shape[1]
-    dtype, device = raw.dtype, raw.device
+    span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
+    layout = _BatchLayout(v, widths, heights, derivatives)
+    p_w = torch.softmax(layout.rows(widths), dim=0)  # (K, M)
+    p_h = torch.softmax(layout.rows(heights), dim=0)
+    raw_inner = layout.rows(derivatives)  # (K - 1, M)
 
-    # One batched product (and bias) maps the softmax probabilities of widths and heights to
-    # the knots and bin sizes, stacked so that one gather fetches both for each element.
-    probabilities = torch.softmax(raw[: 2 * bins].view(2, bins, elements), dim=1)
-    # The cache is for eager calls; a compiled graph holds the constants anyway.
-    build = _table_matrix.__wrapped__ if torch.compiler.is_compiling() else _table_matrix
-    matrix, bias = build(bins, bound, slope)
-    matrix = torch.tensor(matrix, dtype=dtype, device=device).expand(2, 2 * bins + 1, bins)
-    bias = torch.tensor(bias, dtype=dtype, device=device)
-    # bmm then add: baddbmm would first broadcast-copy the bias, several times slower.
-    table = torch.bmm(matrix, probabilities).add_(bias)
-
-    v = v.expand(batch).reshape(-1)
+    v = layout.flat(v)
     inside = v.abs() <= bound
     clamped = v.clamp(-bound, bound)
-    # Counting the interior knots of the searched row at or below v gives the bin; unlike
-    # searchsorted it broadcasts and compiles without graph breaks, and it is fast for a few
-    # dozen bins. With the closing +inf, the mask is also [i < k] over every bin i.
-    below = clamped >= table[int(inverse), 1 : bins + 1]  # (K, M)
-    index = below.sum(dim=0)
-    at = torch.stack((index, index + bins + 1)).expand(2, 2, elements)
-    starts, lengths = torch.gather(table, 1, at).unbind(1)  # (x_k, y_k), (w_k, h_k)
-    x0, y0 = starts.unbind(0)
-    w, h = lengths.unbind(0)
-    raw_derivatives = torch.gather(raw[2 * bins :], 0, torch.stack((index, index + 1)))
+    build = _knot_map.__wrapped__ if torch.compiler.is_compiling() else _knot_map
+    matrix, offsets = build(bins, bound, slope, clamped.dtype, clamped.device)
+    knots_w = torch.addmm(offsets, matrix, p_w)  # x_1 .. x_{K-1}, +inf
+    knots_h = torch.addmm(offsets, matrix, p_h)
+    # below[i] = [i < k] = [knot i + 1 <= v] of the searched row, as 0. or 1.: the bin index
+    # is its sum, and the backward reuses it as the mask of the bins left of each element's.
+    below = torch.sub(knots_h if inverse else knots_w, clamped).le_(0)
+    index = below.sum(dim=0).long()
+    column = index.unsqueeze(0)
+    left = (index - 1).clamp_(min=0).unsqueeze(0)
+    first = index == 0
+    x0 = torch.gather(knots_w, 0, left).squeeze(0).masked_fill_(first, -bound)
+    y0 = torch.gather(knots_h, 0, left).squeeze(0).masked_fill_(first, -bound)
+    w = torch.gather(p_w, 0, column).squeeze(0).mul_(span).add_(floor)
+    h = torch.gather(p_h, 0, column).squeeze(0).mul_(span).add_(floor)
+    # Interior knot derivatives d_1 .. d_{K-1}; the boundary ones (k = 0, K) are raw zeros.
+    at = torch.stack((index - 1, index)).clamp_(0, max(bins - 2, 0))
+    edge = torch.stack((first, index == bins - 1))
+    if bins > 1:
+        raw_derivatives = torch.gather(raw_inner, 0, at).masked_fill_(edge, 0.0)
+    else:  # a single bin has only the boundary knots
+        raw_derivatives = clamped.new_zeros(2, clamped.shape[0])
     knot_derivatives = F.softplus(raw_derivatives + derivative_offset(slope)) + slope
     d0, d1 = knot_derivatives.unbind(0)
 
@@ -256,7 +289,7 @@ def _evaluate(
         b = hd0 - dyc
         sdy = s * dy
         discriminant = torch.addcmul(b * b, a, sdy, value=4.0)
-        discriminant = discriminant.clamp(min=torch.finfo(dtype).tiny)
+        discriminant = discriminant.clamp(min=torch.finfo(clamped.dtype).tiny)
         xi = (2 * sdy / (b + discriminant.sqrt())).clamp(0, 1)
         out = torch.addcmul(x0, xi, w)
         omx = 1 - xi
@@ -277,13 +310,13 @@ def _evaluate(
     ladj = derivative.log()
     if inverse:
         ladj = -ladj
-    out = torch.where(inside, out, v).view(batch)
-    ladj = torch.where(inside, ladj, 0.0).view(batch)
+    out = layout.unflat(torch.where(inside, out, v))
+    ladj = layout.unflat(torch.where(inside, ladj, 0.0))
     saved = (
-        index, below, probabilities, starts, lengths, raw_derivatives, knot_derivatives,
-        inside, s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
+        index, below, p_w, p_h, x0, y0, at, edge, raw_derivatives, knot_derivatives, inside,
+        w, h, s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
     )  # fmt: skip
-    return out, ladj, batch, saved
+    return out, ladj, layout, saved
 
 
 def _plain_rqs(
@@ -318,9 +351,11 @@ class _RQSFunction(torch.autograd.Function):
         slope: float,
         inverse: bool,
     ) -> tuple[Tensor, Tensor]:
-        out, ladj, batch, saved = _evaluate(v, widths, heights, derivatives, bound, slope, inverse)
+        out, ladj, layout, saved = _evaluate(
+            v, widths, heights, derivatives, bound, slope, inverse
+        )
         ctx.save_for_backward(v, widths, heights, derivatives, *saved)
-        ctx.bound, ctx.slope, ctx.inverse, ctx.batch = bound, slope, inverse, batch
+        ctx.bound, ctx.slope, ctx.inverse, ctx.layout = bound, slope, inverse, layout
         ctx.shapes = (v.shape, widths.shape, heights.shape, derivatives.shape)
         return out, ladj
 
@@ -334,13 +369,12 @@ class _RQSFunction(torch.autograd.Function):
             return _plain_backward(ctx, grad_out, grad_ladj)
         (
             _v, _widths, _heights, _derivatives,
-            index, below, probabilities, starts, lengths, raw_derivatives, knot_derivatives,
-            inside, s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
+            index, below, p_w, p_h, x0, y0, at, edge, raw_derivatives, knot_derivatives, inside,
+            w, h, s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
         ) = ctx.saved_tensors  # fmt: skip
-        bound, slope, inverse, batch = ctx.bound, ctx.slope, ctx.inverse, ctx.batch
-        grad_out = grad_out.reshape(-1)
-        grad_ladj = grad_ladj.reshape(-1)
-        w, h = lengths.unbind(0)
+        bound, slope, inverse, layout = ctx.bound, ctx.slope, ctx.inverse, ctx.layout
+        grad_out = layout.flat(grad_out)
+        grad_ladj = layout.flat(grad_ladj)
         d0, d1 = knot_derivatives.unbind(0)
         slope_change = omx - xi  # 1 - 2 xi
         # Partial derivatives of the log-derivative L = log(s^2 N / D^2) of the forward
@@ -369,32 +403,36 @@ class _RQSFunction(torch.autograd.Function):
         g_x = g_xi / w
         if not inverse:
             grad_v = torch.where(inside, g_x, grad_out)
-        grad_v = grad_v.view(batch).sum_to_size(ctx.shapes[0])
+        grad_v = layout.unflat(grad_v).sum_to_size(ctx.shapes[0])
         if not any(ctx.needs_input_grad[1:4]):
             return grad_v, None, None, None, None, None, None
 
         # The softmax probability p_i of a width reaches the element through x_k (i < k) and
-        # w_k (i = k), each with the factor span; likewise the heights. The gradient of the
-        # raw size is then p_i (g_i - sum_j p_j g_j).
-        bins = probabilities.shape[1]
+        # w_k (i = k), each with the factor span; likewise the heights. With g_i its
+        # cotangent, the raw width's is p_i (g_i - sum_j p_j g_j), where the sum is
+        # g(x_k) S sum_{i<k} p_i + g(w_k) S p_k = g(x_k) (x_k - x_k^0) + g(w_k) (w_k - f).
+        bins = p_w.shape[0]
         span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
-        g_lengths = torch.stack((-(g_xi * xi + g_s * s) / w, torch.addcmul(g_s / w, gy, ratio)))
-        g_starts = torch.stack((-g_x, gy))
-        probability = lengths - floor  # span p_k
-        cumulated = starts - (index.to(s.dtype) * floor - bound)  # span (p_0 + ... + p_{k-1})
-        mean = torch.addcmul(g_lengths * probability, g_starts, cumulated).unsqueeze(1)
-        below = below.to(probabilities.dtype)
-        g_sizes = probabilities * torch.addcmul(-mean, (g_starts * span).unsqueeze(1), below)
-        at = index.expand(2, 1, -1)
-        g_sizes = g_sizes.scatter_add_(1, at, (g_lengths * probability).unsqueeze(1))
-        # Knot derivatives d_k and d_{k+1}: the interior ones are rows 1 to K - 1.
+        column = index.unsqueeze(0)
+        start = index.to(s.dtype) * floor - bound
+        grads = []
+        for p, start_k, length_k, g_start, g_length in (
+            (p_w, x0, w, -g_x, -(g_xi * xi + g_s * s) / w),
+            (p_h, y0, h, gy, torch.addcmul(g_s / w, gy, ratio)),
+        ):
+            g_own = g_length * (length_k - floor)
+            mean = torch.addcmul(g_own, g_start, start_k - start)  # sum_j p_j g_j
+            g = p * torch.addcmul(-mean, below, g_start, value=span)
+            grads.append(g.scatter_add_(0, column, g_own.unsqueeze(0)))
+        # Interior knot derivatives; the boundary ones are constants.
         g_knots = torch.stack((g_d0, g_d1))
         g_knots = g_knots * torch.sigmoid(raw_derivatives + derivative_offset(slope))
-        g_inner = raw_derivatives.new_zeros(bins + 1, index.shape[0])
-        g_inner = g_inner.scatter_add_(0, torch.stack((index, index + 1)), g_knots)[1:-1]
+        g_knots = g_knots.masked_fill_(edge, 0.0)
+        g_inner = g_knots.new_zeros(bins - 1, index.shape[0])
+        grads.append(g_inner.scatter_add_(0, at, g_knots) if bins > 1 else g_inner)
         grads = [
-            g.view(g.shape[0], *batch).movedim(0, -1).sum_to_size(shape)
-            for g, shape in zip((g_sizes[0], g_sizes[1], g_inner), ctx.shapes[1:], strict=True)
+            layout.unflat_rows(g).sum_to_size(shape)
+            for g, shape in zip(grads, ctx.shapes[1:], strict=True)
         ]
         return grad_v, *grads, None, None, None
 

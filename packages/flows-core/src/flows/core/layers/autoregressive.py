@@ -132,6 +132,10 @@ class MaskedAutoregressiveTransform(LazyTransform):
             # Nothing to depend on (one feature, or one group, and no context): free parameters.
             self.hyper = None
             self.phi = nn.Parameter(torch.randn(features, self.layout.total) * 1e-2)
+        # Worth it for vector parameters (spline bins), which the transform reads row by row.
+        self._parameters_first = (
+            self.hyper is not None and self.hyper[-1].bias is not None and not self.layout.scalars
+        )
         self._group_of_features = group
         self._set_groups(group)
         self.register_load_state_dict_post_hook(_regroup_after_load)
@@ -325,9 +329,22 @@ class MaskedAutoregressiveTransform(LazyTransform):
             x = cat_context(x, c)
         if self.hyper is None:
             return self.layout.build(self.phi)
-        phi = self.hyper(x)
-        phi = phi.reshape(phi.shape[:-1] + self.unflattened)
-        return self.layout.build(phi)
+        if not self._parameters_first:
+            phi = self.hyper(x)
+            return self.layout.build(phi.reshape(phi.shape[:-1] + self.unflattened))
+        # The last layer computed transposed, its rows in parameter-major order: each
+        # parameter's values come out contiguous over features and samples, for the cost of
+        # reordering a small weight.
+        *body, last = self.hyper  # type: ignore[misc]
+        for layer in body:
+            x = layer(x)
+        features, total = self.unflattened
+        weight = (last.weight * last.mask).view(features, total, -1).transpose(0, 1)
+        bias = last.bias.view(features, total).T.reshape(-1, 1)
+        rows = torch.addmm(
+            bias, weight.reshape(total * features, -1), x.reshape(-1, x.shape[-1]).T
+        )
+        return self.layout.build_parameters_first(rows.view(total, features, -1), x.shape[:-1])
 
     def forward(self, c: Tensor | None = None) -> Transform:
         r"""Return the transform :math:`y = f(x | c)`.

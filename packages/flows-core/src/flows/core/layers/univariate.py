@@ -73,6 +73,25 @@ class UnivariateLayout:
         """The univariate transform with the parameters ``p`` of shape ``(*, F, total)``."""
         return self.constructor(*self.split(p))
 
+    def build_parameters_first(self, rows: Tensor, batch: Sequence[int]) -> Transform:
+        """The univariate transform with the parameters laid out parameters first.
+
+        ``rows`` has shape ``(total, F, N)``, ``N`` the flattened ``batch``; the transform
+        sees tensors of shapes ``(*batch, F, *shape)`` whose memory keeps each parameter's
+        values of every feature and sample contiguous, the layout element-wise kernels over
+        one parameter at a time prefer.
+        """
+        features = rows.shape[1]
+        if self.scalars:
+            return self.constructor(*(q.T.view(*batch, features) for q in rows.unbind(0)))
+        parts = rows.split(self.sizes, dim=0)
+        return self.constructor(
+            *(
+                q.permute(2, 1, 0).view(*batch, features, *shape)
+                for q, shape in zip(parts, self.shapes, strict=True)
+            )
+        )
+
     def __repr__(self) -> str:
         return self.name
 
