@@ -71,3 +71,42 @@ def test_training_step_gradients_are_finite(context, dtype, device):
     loss.backward()
     for p in flow.parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+class _VectorShift(MonotonicAffineTransform):
+    """A univariate with a vector parameter: the shift is the weighted sum of three values."""
+
+    def __init__(self, values: torch.Tensor, scale: torch.Tensor) -> None:
+        weights = torch.tensor([1.0, -2.0, 0.5], dtype=values.dtype, device=values.device)
+        super().__init__((values * weights).sum(dim=-1), scale)
+
+
+@pytest.mark.parametrize("batch", [(), (5,), (2, 3)])
+@pytest.mark.parametrize("context", [0, 2])
+def test_parameters_first_output_equals_the_plain_network_output(batch, context, dtype, device):
+    # Vector parameters come out of the network transposed (parameters, features, samples);
+    # the transform, its log-determinant and every gradient must not notice.
+    from flows.core.layers import MaskedAutoregressiveTransform
+
+    torch.manual_seed(0)
+    layer = MaskedAutoregressiveTransform(
+        4, context, univariate=_VectorShift, shapes=[(3,), ()], hidden_features=[16, 16]
+    ).to(dtype=dtype, device=device)
+    torch.nn.init.normal_(layer.hyper[-1].weight)  # away from the identity
+    assert layer._parameters_first
+    x = torch.randn(*batch, 4, dtype=dtype, device=device)
+    c = torch.randn(*batch, context, dtype=dtype, device=device) if context else None
+
+    results = []
+    for parameters_first in (True, False):
+        layer._parameters_first = parameters_first
+        layer.zero_grad()
+        y, ladj = layer(c).call_and_ladj(x)
+        (y.square().sum() + ladj.sum()).backward()
+        results.append((y, ladj, [p.grad.clone() for p in layer.parameters()]))
+    (y1, ladj1, grads1), (y2, ladj2, grads2) = results
+    assert y1.shape == x.shape and ladj1.shape == batch
+    torch.testing.assert_close(y1, y2)
+    torch.testing.assert_close(ladj1, ladj2)
+    for g1, g2 in zip(grads1, grads2, strict=True):
+        torch.testing.assert_close(g1, g2)

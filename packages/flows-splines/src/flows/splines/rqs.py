@@ -159,9 +159,8 @@ def spline_inverse(knots: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 # from the raw parameters, and a hand-derived backward. Autograd through the generic helpers
 # above records about a hundred nodes per call and saves every intermediate; on batches of a
 # few thousand elements the per-node overhead, not the arithmetic, sets the time. Per-bin work
-# runs bins first, on rows of the batch, where the element-wise kernels vectorize; the
-# per-element work runs only on the bin of each element, located without a gather table:
-# with the mask [i < k] of the bins left of an element's bin k, its left knot is a masked sum.
+# (softmax, knots by one small matrix product, the search mask) runs bins first, on rows of
+# the batch, where the kernels vectorize; the spline algebra runs on each element's bin only.
 
 
 class _BatchLayout:

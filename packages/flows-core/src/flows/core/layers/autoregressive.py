@@ -336,15 +336,16 @@ class MaskedAutoregressiveTransform(LazyTransform):
         # parameter's values come out contiguous over features and samples, for the cost of
         # reordering a small weight.
         *body, last = self.hyper  # type: ignore[misc]
+        hidden = x
         for layer in body:
-            x = layer(x)
+            hidden = layer(hidden)
         features, total = self.unflattened
         weight = (last.weight * last.mask).view(features, total, -1).transpose(0, 1)
         bias = last.bias.view(features, total).T.reshape(-1, 1)
-        rows = torch.addmm(
-            bias, weight.reshape(total * features, -1), x.reshape(-1, x.shape[-1]).T
-        )
-        return self.layout.build_parameters_first(rows.view(total, features, -1), x.shape[:-1])
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        rows = torch.addmm(bias, weight.reshape(total * features, -1), flat.T)
+        batch = hidden.shape[:-1]
+        return self.layout.build_parameters_first(rows.view(total, features, -1), batch)
 
     def forward(self, c: Tensor | None = None) -> Transform:
         r"""Return the transform :math:`y = f(x | c)`.

@@ -82,8 +82,6 @@ class UnivariateLayout:
         one parameter at a time prefer.
         """
         features = rows.shape[1]
-        if self.scalars:
-            return self.constructor(*(q.T.view(*batch, features) for q in rows.unbind(0)))
         parts = rows.split(self.sizes, dim=0)
         return self.constructor(
             *(
