@@ -318,6 +318,15 @@ def _evaluate(
     return out, ladj, layout, saved
 
 
+def _monotonic_knots(
+    widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float, slope: float
+) -> Tensor:
+    """The bin rows of :func:`spline_knots` from raw parameters, boundary derivatives 1."""
+    derivatives = bins_first_derivatives(derivatives, slope)
+    derivatives = F.pad(derivatives, (0,) * (2 * derivatives.dim() - 2) + (1, 1), value=1.0)
+    return spline_knots(widths, heights, derivatives, bound, slope)
+
+
 def _plain_rqs(
     v: Tensor,
     widths: Tensor,
@@ -328,9 +337,7 @@ def _plain_rqs(
     inverse: bool,
 ) -> tuple[Tensor, Tensor]:
     """The spline by the generic helpers above, every step recorded by autograd (any order)."""
-    derivatives = bins_first_derivatives(derivatives, slope)
-    derivatives = F.pad(derivatives, (0,) * (2 * derivatives.dim() - 2) + (1, 1), value=1.0)
-    knots = spline_knots(widths, heights, derivatives, bound, slope)
+    knots = _monotonic_knots(widths, heights, derivatives, bound, slope)
     inside = v.abs() <= bound
     out, ladj = (spline_inverse if inverse else spline_forward)(knots, v.clamp(-bound, bound))
     return torch.where(inside, out, v), torch.where(inside, ladj, 0.0)
@@ -535,12 +542,7 @@ class MonotonicRQSTransform(Transform):
     def knots(self) -> Tensor:
         """The bin rows ``(x_k, y_k, w_k, h_k, d_k, d_{k+1})``, shape ``(6, K, *)``, once."""
         if self._knots is None:
-            widths, heights, derivatives = self._raw
-            derivatives = bins_first_derivatives(derivatives, self.slope)
-            derivatives = F.pad(
-                derivatives, (0,) * (2 * derivatives.dim() - 2) + (1, 1), value=1.0
-            )
-            self._knots = spline_knots(widths, heights, derivatives, self.bound, self.slope)
+            self._knots = _monotonic_knots(*self._raw, self.bound, self.slope)
         return self._knots
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
