@@ -22,6 +22,7 @@ __all__ = ["MonotonicRQSTransform"]
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -188,11 +189,12 @@ class _BatchLayout:
         self.permuted = [shape[i] for i in order]
         self.elements = math.prod(shape)
 
-    def rows(self, p: Tensor) -> Tensor:
-        """``p`` of shape ``(*, k)``, broadcast, bins first and flattened: ``(k, M)``."""
-        if p.shape[:-1] != self.shape:
-            p = p.expand(*self.shape, p.shape[-1])
-        return p.permute(-1, *self.order).reshape(p.shape[-1], self.elements)
+    def rows(self, *ps: Tensor) -> Tensor:
+        """Each ``p`` of shape ``(*, k)``, broadcast, bins first and flattened: ``(n, k, M)``."""
+        ps = tuple(p.expand(*self.shape, p.shape[-1]) for p in ps)
+        stacked = torch.stack(ps) if len(ps) > 1 else ps[0].unsqueeze(0)
+        order = (i + 1 for i in self.order)
+        return stacked.permute(0, -1, *order).reshape(len(ps), -1, self.elements)
 
     def flat(self, v: Tensor) -> Tensor:
         """``v`` broadcast to the batch, flattened in the walking order: ``(M,)``."""
@@ -203,77 +205,86 @@ class _BatchLayout:
         return t.view(self.permuted).permute(self.inverse)
 
     def unflat_rows(self, g: Tensor) -> Tensor:
-        """The inverse of :meth:`rows`: ``(k, M)`` to ``(*batch, k)``."""
+        """The inverse of :meth:`rows` for one tensor: ``(k, M)`` to ``(*batch, k)``."""
         return g.view(g.shape[0], *self.permuted).permute(*(i + 1 for i in self.inverse), 0)
+
+
+class _RowsLayout:
+    """The batch of parameters given parameters first, ``(3K - 1, F, N)``: elements ``f N + n``."""
+
+    def __init__(self, batch: tuple[int, ...], features: int) -> None:
+        self.shape = (*batch, features)
+        self.samples = math.prod(batch)
+
+    def flat(self, v: Tensor) -> Tensor:
+        return v.reshape(self.samples, -1).T.reshape(-1)
+
+    def unflat(self, t: Tensor) -> Tensor:
+        return t.view(-1, self.samples).T.view(self.shape)
 
 
 @functools.lru_cache(maxsize=64)
 def _knot_map(
     bins: int, bound: float, slope: float, dtype: torch.dtype, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    r"""The matrix and offsets that map bin probabilities to the right knots of the bins.
+    r"""The matrix and offsets that map bin probabilities to the left knots of the bins.
 
-    Row :math:`k` gives :math:`x_{k+1} = -B + (k + 1) f + S (p_0 + \dots + p_k)`, with
-    :math:`f` the smallest bin and :math:`S = 2B - K f`; the last row's offset is
-    :math:`+\infty`, never below an input, which closes the bin search.
+    Row :math:`k < K` gives :math:`x_k = -B + k f + S (p_0 + \dots + p_{k-1})`, with
+    :math:`f` the smallest bin and :math:`S = 2B - K f`; row :math:`K` is :math:`+\infty`,
+    never below an input, which closes the bin search.
     """
     span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
-    matrix = [[span * (i <= k) for i in range(bins)] for k in range(bins)]
-    offsets = [[(k + 1) * floor - bound] for k in range(bins - 1)] + [[math.inf]]
+    matrix = [[span * (i < k) for i in range(bins)] for k in range(bins + 1)]
+    offsets = [[k * floor - bound] for k in range(bins)] + [[math.inf]]
     return (
         torch.tensor(matrix, dtype=dtype, device=device),
         torch.tensor(offsets, dtype=dtype, device=device),
     )
 
 
-def _evaluate(
-    v: Tensor,
-    widths: Tensor,
-    heights: Tensor,
-    derivatives: Tensor,
-    bound: float,
-    slope: float,
-    inverse: bool,
-) -> tuple[Tensor, Tensor, _BatchLayout, tuple[Tensor, ...]]:
-    r"""The spline (or its inverse) at ``v`` with its log-derivative, and what the backward needs.
+def _spline_rows(
+    v: Tensor, sizes: Tensor, inner: Tensor, bound: float, slope: float, inverse: bool
+) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    r"""The spline (or its inverse) and its log-derivative on flat rows, and what backward needs.
 
-    With :math:`p_i` the softmax of the widths, :math:`S = 2B - Kf` the span beyond the
-    smallest bins :math:`f`, and :math:`k` the bin of an element, its bin starts at
-    :math:`x_k = -B + k f + S \sum_{i < k} p_i` and has the width :math:`w_k = f + S p_k`;
-    likewise the heights. Boundary knot derivatives are those of a null raw value, 1.
+    ``v`` has shape ``(M,)``, ``sizes`` the raw widths and heights ``(2, K, M)`` and ``inner``
+    the raw interior knot derivatives ``(K - 1, M)``. With :math:`p_i` the softmax of the
+    widths, :math:`S = 2B - Kf` the span beyond the smallest bins :math:`f`, and :math:`k`
+    the bin of an element, its bin starts at :math:`x_k = -B + k f + S \sum_{i < k} p_i` and
+    has the width :math:`w_k = f + S p_k`; likewise the heights, in the same operations.
+
+    The bin is located by comparing the element with every knot of the searched row. The
+    resulting masks, :math:`[i < k]` and :math:`[i = k]`, then select by sums over the bins
+    rather than by gathers: on CPU a masked product and sum over a few rows is several times
+    faster than a gather, and the boundary knot derivatives (those of a null raw value, 1)
+    come out of the sums by themselves.
     """
-    bins = widths.shape[-1]
+    bins = sizes.shape[1]
     span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
-    layout = _BatchLayout(v, widths, heights, derivatives)
-    p_w = torch.softmax(layout.rows(widths), dim=0)  # (K, M)
-    p_h = torch.softmax(layout.rows(heights), dim=0)
-    raw_inner = layout.rows(derivatives)  # (K - 1, M)
-
-    v = layout.flat(v)
-    inside = v.abs() <= bound
+    p = torch.softmax(sizes, dim=1)  # (2, K, M)
     clamped = v.clamp(-bound, bound)
+    inside = clamped == v
     build = _knot_map.__wrapped__ if torch.compiler.is_compiling() else _knot_map
     matrix, offsets = build(bins, bound, slope, clamped.dtype, clamped.device)
-    knots_w = torch.addmm(offsets, matrix, p_w)  # x_1 .. x_{K-1}, +inf
-    knots_h = torch.addmm(offsets, matrix, p_h)
-    # below[i] = [i < k] = [knot i + 1 <= v] of the searched row, as 0. or 1.: the bin index
-    # is its sum, and the backward reuses it as the mask of the bins left of each element's.
-    below = torch.sub(knots_h if inverse else knots_w, clamped).le_(0)
-    index = below.sum(dim=0).long()
-    column = index.unsqueeze(0)
-    left = (index - 1).clamp_(min=0).unsqueeze(0)
-    first = index == 0
-    x0 = torch.gather(knots_w, 0, left).squeeze(0).masked_fill_(first, -bound)
-    y0 = torch.gather(knots_h, 0, left).squeeze(0).masked_fill_(first, -bound)
-    w = torch.gather(p_w, 0, column).squeeze(0).mul_(span).add_(floor)
-    h = torch.gather(p_h, 0, column).squeeze(0).mul_(span).add_(floor)
-    # Interior knot derivatives d_1 .. d_{K-1}; the boundary ones (k = 0, K) are raw zeros.
-    at = torch.stack((index - 1, index)).clamp_(0, max(bins - 2, 0))
-    edge = torch.stack((first, index == bins - 1))
-    if bins > 1:
-        raw_derivatives = torch.gather(raw_inner, 0, at).masked_fill_(edge, 0.0)
-    else:  # a single bin has only the boundary knots
-        raw_derivatives = clamped.new_zeros(2, clamped.shape[0])
+    knots = torch.addmm(offsets, matrix, p[int(inverse)])  # x_0 = -B, .., x_{K-1}, +inf
+    # at_or_below[i] = [x_i <= v] = [i <= k], as 0. or 1.: rows 1.. say [i < k].
+    at_or_below = torch.sub(knots, clamped).le_(0)
+    below = at_or_below[1:]
+    onehot = at_or_below[:-1] - below  # [i = k]
+    index = below.sum(dim=0)  # k, as a float
+    base = index * floor - bound  # x_k without the learned part
+    # One scratch block for the masked products: fresh large blocks cost page faults.
+    scratch = torch.mul(p, below)
+    starts = torch.add(base, scratch.sum(dim=1), alpha=span)  # (x_k, y_k)
+    lengths = torch.mul(p, onehot, out=scratch).sum(dim=1).mul_(span).add_(floor)  # (w_k, h_k)
+    x0, y0 = starts.unbind(0)
+    w, h = lengths.unbind(0)
+    # Raw interior derivatives d_{k} (k >= 1) and d_{k+1} (k + 1 <= K - 1); the sums leave
+    # the boundary ones at zero, whose positive derivative is 1.
+    scratch = torch.mul(inner, onehot[1:])
+    raw_derivatives = torch.stack(
+        (scratch.sum(dim=0), torch.mul(inner, onehot[:-1], out=scratch).sum(dim=0))
+    )
     knot_derivatives = F.softplus(raw_derivatives + derivative_offset(slope)) + slope
     d0, d1 = knot_derivatives.unbind(0)
 
@@ -309,13 +320,88 @@ def _evaluate(
     ladj = derivative.log()
     if inverse:
         ladj = -ladj
-    out = layout.unflat(torch.where(inside, out, v))
-    ladj = layout.unflat(torch.where(inside, ladj, 0.0))
+    out = torch.where(inside, out, v)
+    ladj = torch.where(inside, ladj, 0.0)
     saved = (
-        index, below, p_w, p_h, x0, y0, at, edge, raw_derivatives, knot_derivatives, inside,
-        w, h, s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
+        below, onehot, p, starts, base, lengths, raw_derivatives, knot_derivatives, inside,
+        s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
     )  # fmt: skip
-    return out, ladj, layout, saved
+    return out, ladj, saved
+
+
+def _spline_rows_backward(
+    saved: tuple[Tensor, ...],
+    grad_out: Tensor,
+    grad_ladj: Tensor,
+    bound: float,
+    slope: float,
+    inverse: bool,
+    parameters: bool,
+    grad_rows: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The cotangents of ``v``, ``sizes`` and ``inner`` of :func:`_spline_rows`.
+
+    With ``grad_rows`` of shape ``(3K - 1, M)``, the parameters' cotangents are written into
+    it, widths, heights then derivatives, and returned as its views.
+    """
+    (
+        below, onehot, p, starts, base, lengths, raw_derivatives, knot_derivatives, inside,
+        s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
+    ) = saved  # fmt: skip
+    w, h = lengths.unbind(0)
+    d0, d1 = knot_derivatives.unbind(0)
+    slope_change = omx - xi  # 1 - 2 xi
+    # Partial derivatives of the log-derivative L = log(s^2 N / D^2) of the forward
+    # spline, with N the numerator and D the denominator, in the relative position xi.
+    inv_n, inv_d = 1 / numerator, 1 / denominator
+    n_xi = 2 * (d1 * xi + s * slope_change - d0 * omx)
+    l_xi = n_xi * inv_n - 2 * curvature * slope_change * inv_d
+    if inverse:
+        # The cotangents of x = f^-1(y) and -L(x) are those of (f(x), L(x)) at
+        # ((gl L_x - gx) / f'(x), -gl), by the implicit function theorem.
+        gy = (grad_ladj * l_xi / w - grad_out) / derivative
+        gl = -grad_ladj
+        grad_v = torch.where(inside, -gy, grad_out)
+    else:
+        gy, gl = grad_out, grad_ladj
+    gy = torch.where(inside, gy, 0.0)
+    gl = torch.where(inside, gl, 0.0)
+    # The cotangents of xi, s, d_k and d_{k+1}.
+    g_xi = gy * w * derivative + gl * l_xi
+    g_x = g_xi / w
+    if not inverse:
+        grad_v = torch.where(inside, g_x, grad_out)
+    if not parameters:
+        return grad_v, None, None
+    ah = gy * h * inv_d
+    gl_n, gl_d = gl * inv_n, 2 * gl * inv_d
+    one_m2t = 1 - 2 * t
+    g_s = ah * (xi2 - ratio * one_m2t) + 2 * gl / s + 2 * t * gl_n - gl_d * one_m2t
+    g_d1 = gl_n * xi2 - (ah * ratio + gl_d) * t
+    g_d0 = g_d1 + ah * t + gl_n * slope_change
+
+    # The softmax probability p_i of a width reaches the element through x_k (i < k) and
+    # w_k (i = k), each with the factor span; likewise the heights. With g_i its
+    # cotangent, the raw width's is p_i (g_i - sum_j p_j g_j), where the sum is
+    # g(x_k) S sum_{i<k} p_i + g(w_k) S p_k = g(x_k) (x_k - x_k^0) + g(w_k) (w_k - f).
+    bins = p.shape[1]
+    span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
+    g_starts = torch.stack((-g_x, gy))
+    g_lengths = torch.stack((-(g_xi * xi + g_s * s) / w, torch.addcmul(g_s / w, gy, ratio)))
+    g_own = g_lengths * (lengths - floor)  # g(w_k) S p_k
+    mean = torch.addcmul(g_own, g_starts, starts - base)  # sum_j p_j g_j
+    g_sizes_out = None if grad_rows is None else grad_rows[: 2 * bins].view(2, bins, -1)
+    g_inner_out = None if grad_rows is None else grad_rows[2 * bins :]
+    g_sizes = torch.addcmul(
+        -mean.unsqueeze(1), below, g_starts.unsqueeze(1), value=span, out=g_sizes_out
+    )
+    g_sizes.mul_(p).addcmul_(onehot, g_own.unsqueeze(1))
+    # Interior knot derivatives, through the softplus; the boundary ones are constants.
+    g_knots = torch.stack((g_d0, g_d1))
+    g_knots = g_knots * torch.sigmoid(raw_derivatives + derivative_offset(slope))
+    g_inner = torch.mul(onehot[1:], g_knots[0], out=g_inner_out)
+    g_inner.addcmul_(onehot[:-1], g_knots[1])
+    return grad_v, g_sizes, g_inner
 
 
 def _monotonic_knots(
@@ -343,6 +429,51 @@ def _plain_rqs(
     return torch.where(inside, out, v), torch.where(inside, ladj, 0.0)
 
 
+def _split_rows(rows: Tensor, batch: tuple[int, ...]) -> list[Tensor]:
+    """Widths, heights and derivatives ``(*batch, F, k)`` as views of ``rows (3K - 1, F, N)``."""
+    bins = (rows.shape[0] + 1) // 3
+    features = rows.shape[1]
+    return [
+        q.permute(2, 1, 0).reshape(*batch, features, q.shape[0])
+        for q in rows.split((bins, bins, bins - 1), dim=0)
+    ]
+
+
+def _evaluate_views(
+    v: Tensor,
+    widths: Tensor,
+    heights: Tensor,
+    derivatives: Tensor,
+    bound: float,
+    slope: float,
+    inverse: bool,
+) -> tuple[Tensor, Tensor, _BatchLayout, tuple[Tensor, ...]]:
+    """:func:`_spline_rows` on parameters of any broadcastable batch, in their memory order."""
+    layout = _BatchLayout(v, widths, heights, derivatives)
+    out, ladj, saved = _spline_rows(
+        layout.flat(v),
+        layout.rows(widths, heights),
+        layout.rows(derivatives)[0],
+        bound,
+        slope,
+        inverse,
+    )
+    return layout.unflat(out), layout.unflat(ladj), layout, saved
+
+
+def _evaluate_rows(
+    v: Tensor, rows: Tensor, bound: float, slope: float, inverse: bool
+) -> tuple[Tensor, Tensor, _RowsLayout, tuple[Tensor, ...]]:
+    """:func:`_spline_rows` on parameters given parameters first, ``rows (3K - 1, F, N)``."""
+    bins = (rows.shape[0] + 1) // 3
+    layout = _RowsLayout(v.shape[:-1], rows.shape[1])
+    flat = rows.reshape(rows.shape[0], -1)
+    out, ladj, saved = _spline_rows(
+        layout.flat(v), flat[: 2 * bins].view(2, bins, -1), flat[2 * bins :], bound, slope, inverse
+    )
+    return layout.unflat(out), layout.unflat(ladj), layout, saved
+
+
 class _RQSFunction(torch.autograd.Function):
     """The monotonic RQS (or its inverse) and its log-derivative, with a closed-form backward."""
 
@@ -357,7 +488,7 @@ class _RQSFunction(torch.autograd.Function):
         slope: float,
         inverse: bool,
     ) -> tuple[Tensor, Tensor]:
-        out, ladj, layout, saved = _evaluate(
+        out, ladj, layout, saved = _evaluate_views(
             v, widths, heights, derivatives, bound, slope, inverse
         )
         ctx.save_for_backward(v, widths, heights, derivatives, *saved)
@@ -370,86 +501,90 @@ class _RQSFunction(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor, grad_ladj: Tensor
     ) -> tuple[Tensor | None, ...]:
         if torch.is_grad_enabled():
-            # create_graph=True: the closed form below is first order only; differentiate the
-            # plain algebra instead, which autograd can differentiate again.
-            return _plain_backward(ctx, grad_out, grad_ladj)
-        (
-            _v, _widths, _heights, _derivatives,
-            index, below, p_w, p_h, x0, y0, at, edge, raw_derivatives, knot_derivatives, inside,
-            w, h, s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
-        ) = ctx.saved_tensors  # fmt: skip
-        bound, slope, inverse, layout = ctx.bound, ctx.slope, ctx.inverse, ctx.layout
-        grad_out = layout.flat(grad_out)
-        grad_ladj = layout.flat(grad_ladj)
-        d0, d1 = knot_derivatives.unbind(0)
-        slope_change = omx - xi  # 1 - 2 xi
-        # Partial derivatives of the log-derivative L = log(s^2 N / D^2) of the forward
-        # spline, with N the numerator and D the denominator, in the relative position xi.
-        inv_n, inv_d = 1 / numerator, 1 / denominator
-        n_xi = 2 * (d1 * xi + s * slope_change - d0 * omx)
-        l_xi = n_xi * inv_n - 2 * curvature * slope_change * inv_d
-        if inverse:
-            # The cotangents of x = f^-1(y) and -L(x) are those of (f(x), L(x)) at
-            # ((gl L_x - gx) / f'(x), -gl), by the implicit function theorem.
-            gy = (grad_ladj * l_xi / w - grad_out) / derivative
-            gl = -grad_ladj
-            grad_v = torch.where(inside, -gy, grad_out)
-        else:
-            gy, gl = grad_out, grad_ladj
-        gy = torch.where(inside, gy, 0.0)
-        gl = torch.where(inside, gl, 0.0)
-        # The cotangents of xi, s, d_k and d_{k+1}.
-        g_xi = gy * w * derivative + gl * l_xi
-        ah = gy * h * inv_d
-        gl_n, gl_d = gl * inv_n, 2 * gl * inv_d
-        one_m2t = 1 - 2 * t
-        g_s = ah * (xi2 - ratio * one_m2t) + 2 * gl / s + 2 * t * gl_n - gl_d * one_m2t
-        g_d1 = gl_n * xi2 - (ah * ratio + gl_d) * t
-        g_d0 = g_d1 + ah * t + gl_n * slope_change
-        g_x = g_xi / w
-        if not inverse:
-            grad_v = torch.where(inside, g_x, grad_out)
+            # create_graph=True: the closed form is first order only; differentiate the plain
+            # algebra instead, which autograd can differentiate again.
+            return _plain_backward(ctx, grad_out, grad_ladj, _plain_rqs)
+        layout = ctx.layout
+        parameters = any(ctx.needs_input_grad[1:4])
+        grad_v, g_sizes, g_inner = _spline_rows_backward(
+            ctx.saved_tensors[4:],
+            layout.flat(grad_out),
+            layout.flat(grad_ladj),
+            ctx.bound,
+            ctx.slope,
+            ctx.inverse,
+            parameters,
+        )
         grad_v = layout.unflat(grad_v).sum_to_size(ctx.shapes[0])
-        if not any(ctx.needs_input_grad[1:4]):
+        if g_sizes is None or g_inner is None:
             return grad_v, None, None, None, None, None, None
-
-        # The softmax probability p_i of a width reaches the element through x_k (i < k) and
-        # w_k (i = k), each with the factor span; likewise the heights. With g_i its
-        # cotangent, the raw width's is p_i (g_i - sum_j p_j g_j), where the sum is
-        # g(x_k) S sum_{i<k} p_i + g(w_k) S p_k = g(x_k) (x_k - x_k^0) + g(w_k) (w_k - f).
-        bins = p_w.shape[0]
-        span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
-        column = index.unsqueeze(0)
-        start = index.to(s.dtype) * floor - bound
-        grads = []
-        for p, start_k, length_k, g_start, g_length in (
-            (p_w, x0, w, -g_x, -(g_xi * xi + g_s * s) / w),
-            (p_h, y0, h, gy, torch.addcmul(g_s / w, gy, ratio)),
-        ):
-            g_own = g_length * (length_k - floor)
-            mean = torch.addcmul(g_own, g_start, start_k - start)  # sum_j p_j g_j
-            g = p * torch.addcmul(-mean, below, g_start, value=span)
-            grads.append(g.scatter_add_(0, column, g_own.unsqueeze(0)))
-        # Interior knot derivatives; the boundary ones are constants.
-        g_knots = torch.stack((g_d0, g_d1))
-        g_knots = g_knots * torch.sigmoid(raw_derivatives + derivative_offset(slope))
-        g_knots = g_knots.masked_fill_(edge, 0.0)
-        g_inner = g_knots.new_zeros(bins - 1, index.shape[0])
-        grads.append(g_inner.scatter_add_(0, at, g_knots) if bins > 1 else g_inner)
         grads = [
             layout.unflat_rows(g).sum_to_size(shape)
-            for g, shape in zip(grads, ctx.shapes[1:], strict=True)
+            for g, shape in zip((g_sizes[0], g_sizes[1], g_inner), ctx.shapes[1:], strict=True)
         ]
         return grad_v, *grads, None, None, None
 
 
+class _PackedRQSFunction(torch.autograd.Function):
+    """:class:`_RQSFunction` on one block of parameters ``(3K - 1, F, N)``: one gradient."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        v: Tensor,
+        rows: Tensor,
+        bound: float,
+        slope: float,
+        inverse: bool,
+    ) -> tuple[Tensor, Tensor]:
+        out, ladj, layout, saved = _evaluate_rows(v, rows, bound, slope, inverse)
+        ctx.save_for_backward(v, rows, *saved)
+        ctx.bound, ctx.slope, ctx.inverse, ctx.layout = bound, slope, inverse, layout
+        return out, ladj
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor, grad_ladj: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            return _plain_backward(ctx, grad_out, grad_ladj, _plain_rqs_rows)
+        rows = ctx.saved_tensors[1]
+        layout = ctx.layout
+        grad_rows = None
+        if ctx.needs_input_grad[1]:
+            # Written in place by the backward: the block's gradient without a concatenation.
+            grad_rows = rows.new_empty(rows.shape[0], rows.shape[1] * rows.shape[2])
+        grad_v, _, _ = _spline_rows_backward(
+            ctx.saved_tensors[2:],
+            layout.flat(grad_out),
+            layout.flat(grad_ladj),
+            ctx.bound,
+            ctx.slope,
+            ctx.inverse,
+            grad_rows is not None,
+            grad_rows,
+        )
+        grad_rows = None if grad_rows is None else grad_rows.view(rows.shape)
+        return layout.unflat(grad_v), grad_rows, None, None, None
+
+
+def _plain_rqs_rows(
+    v: Tensor, rows: Tensor, bound: float, slope: float, inverse: bool
+) -> tuple[Tensor, Tensor]:
+    """:func:`_plain_rqs` with the parameters given parameters first."""
+    return _plain_rqs(v, *_split_rows(rows, v.shape[:-1]), bound, slope, inverse)
+
+
 def _plain_backward(
-    ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor, grad_ladj: Tensor
+    ctx: torch.autograd.function.FunctionCtx,
+    grad_out: Tensor,
+    grad_ladj: Tensor,
+    plain: Callable[..., tuple[Tensor, Tensor]],
 ) -> tuple[Tensor | None, ...]:
-    """The backward of :class:`_RQSFunction` by autograd through :func:`_plain_rqs`."""
-    inputs = ctx.saved_tensors[:4]
-    wanted = [i for i, needed in enumerate(ctx.needs_input_grad[:4]) if needed]
-    outputs = _plain_rqs(*inputs, ctx.bound, ctx.slope, ctx.inverse)
+    """The backward of a spline Function by autograd through its plain algebra ``plain``."""
+    inputs = ctx.saved_tensors[: len(ctx.needs_input_grad) - 3]
+    wanted = [i for i, needed in enumerate(ctx.needs_input_grad) if needed]
+    outputs = plain(*inputs, ctx.bound, ctx.slope, ctx.inverse)
     grads = torch.autograd.grad(
         outputs,
         [inputs[i] for i in wanted],
@@ -457,25 +592,25 @@ def _plain_backward(
         create_graph=True,
         allow_unused=True,
     )
-    result: list[Tensor | None] = [None] * 7
+    result: list[Tensor | None] = [None] * len(ctx.needs_input_grad)
     for i, grad in zip(wanted, grads, strict=True):
         result[i] = grad
     return tuple(result)
 
 
-def _rqs(
-    v: Tensor,
-    widths: Tensor,
-    heights: Tensor,
-    derivatives: Tensor,
-    bound: float,
-    slope: float,
-    inverse: bool,
-) -> tuple[Tensor, Tensor]:
+def _rqs(transform: MonotonicRQSTransform, v: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
     """The spline or its inverse; one autograd node when a gradient is needed, else none."""
-    if torch.is_grad_enabled() and any(p.requires_grad for p in (v, widths, heights, derivatives)):
-        return _RQSFunction.apply(v, widths, heights, derivatives, bound, slope, inverse)
-    return _evaluate(v, widths, heights, derivatives, bound, slope, inverse)[:2]
+    options = (transform.bound, transform.slope, inverse)
+    rows = transform._rows
+    grad = torch.is_grad_enabled()
+    if rows is not None and v.shape == transform._rows_shape:
+        if grad and (v.requires_grad or rows.requires_grad):
+            return _PackedRQSFunction.apply(v, rows, *options)
+        return _evaluate_rows(v, rows, *options)[:2]
+    raw = transform._raw
+    if grad and any(p.requires_grad for p in (v, *raw)):
+        return _RQSFunction.apply(v, *raw, *options)
+    return _evaluate_views(v, *raw, *options)[:2]
 
 
 class MonotonicRQSTransform(Transform):
@@ -531,12 +666,61 @@ class MonotonicRQSTransform(Transform):
                 f"last dimension, got {widths.shape[-1]}, {heights.shape[-1]} and "
                 f"{derivatives.shape[-1]}"
             )
+        self._setup(bins, bound, slope)
+        self._given: tuple[Tensor, ...] | None = (widths, heights, derivatives)
+
+    def _setup(self, bins: int, bound: float, slope: float) -> None:
         check_spline_options(bins, bound, slope)
         self.bins = bins
         self.bound = float(bound)
         self.slope = float(slope)
-        self._raw = (widths, heights, derivatives)
+        self._rows: Tensor | None = None
+        self._rows_shape: tuple[int, ...] = ()
         self._knots: Tensor | None = None
+
+    @classmethod
+    def from_rows(
+        cls, rows: Tensor, batch: Sequence[int], bound: float = 5.0, slope: float = 1e-3
+    ) -> MonotonicRQSTransform:
+        r"""The spline with its parameters laid out parameters first.
+
+        ``rows`` has shape :math:`(3K - 1, F, N)`, with :math:`N` the number of elements of
+        ``batch``: the widths, heights and derivatives of every feature and sample, each
+        contiguous (the layout in which masked autoregressive layers compute them). The spline
+        then reads the block as one tensor and returns its gradient as one, with no split.
+
+        Example:
+            >>> rows = torch.zeros(23, 3, 10)  # 8 bins, 3 features, batch (2, 5)
+            >>> t = MonotonicRQSTransform.from_rows(rows, (2, 5))
+            >>> t(torch.ones(2, 5, 3)).shape
+            torch.Size([2, 5, 3])
+        """
+        if rows.dim() != 3 or rows.shape[0] % 3 != 2:
+            raise ValueError(
+                "rows must have shape (3K - 1, F, N), K the number of bins, got "
+                f"{tuple(rows.shape)}"
+            )
+        batch = tuple(int(n) for n in batch)
+        if math.prod(batch) != rows.shape[2]:
+            raise ValueError(
+                f"batch {batch} has {math.prod(batch)} elements but rows has N={rows.shape[2]}"
+            )
+        # The per-parameter views are made only if asked for (_raw): the fast path reads rows.
+        transform = cls.__new__(cls)
+        Transform.__init__(transform)
+        transform._setup((rows.shape[0] + 1) // 3, bound, slope)
+        transform._given = None
+        transform._rows = rows
+        transform._rows_shape = (*batch, rows.shape[1])
+        return transform
+
+    @property
+    def _raw(self) -> tuple[Tensor, ...]:
+        """The widths, heights and derivatives, shapes ``(*, K)``, ``(*, K)``, ``(*, K - 1)``."""
+        if self._given is None:
+            assert self._rows is not None
+            self._given = tuple(_split_rows(self._rows, self._rows_shape[:-1]))
+        return self._given
 
     @property
     def knots(self) -> Tensor:
@@ -546,10 +730,10 @@ class MonotonicRQSTransform(Transform):
         return self._knots
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return _rqs(x, *self._raw, self.bound, self.slope, False)
+        return _rqs(self, x, False)
 
     def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return _rqs(y, *self._raw, self.bound, self.slope, True)
+        return _rqs(self, y, True)
 
     def _call(self, x: Tensor) -> Tensor:
         return self.call_and_ladj(x)[0]

@@ -9,6 +9,7 @@ the hyper-network predicts a flat vector of parameters per feature, which
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -60,6 +61,7 @@ class UnivariateLayout:
         self.total = sum(self.sizes)
         self.scalars = all(shape == () for shape in self.shapes)
         self.name = _describe_constructor(constructor) if name is None else name
+        self._from_rows = _from_rows(constructor)
 
     def split(self, p: Tensor) -> list[Tensor]:
         """Split ``p`` of shape ``(*, F, total)`` into tensors of shapes ``(*, F, *shape)``."""
@@ -76,11 +78,15 @@ class UnivariateLayout:
     def build_parameters_first(self, rows: Tensor, batch: Sequence[int]) -> Transform:
         """The univariate transform with the parameters laid out parameters first.
 
-        ``rows`` has shape ``(total, F, N)``, ``N`` the flattened ``batch``; the transform
-        sees tensors of shapes ``(*batch, F, *shape)`` whose memory keeps each parameter's
-        values of every feature and sample contiguous, the layout element-wise kernels over
-        one parameter at a time prefer.
+        ``rows`` has shape ``(total, F, N)``, ``N`` the flattened ``batch``: each parameter's
+        values of every feature and sample are contiguous, the layout element-wise kernels
+        over one parameter at a time prefer. A constructor with a ``from_rows(rows, batch,
+        **options)`` class method takes the block whole (one tensor in, one gradient out);
+        any other receives tensors of shapes ``(*batch, F, *shape)``, views of the block.
         """
+        from_rows = self._from_rows
+        if from_rows is not None:
+            return from_rows(rows, batch)
         features = rows.shape[1]
         parts = rows.split(self.sizes, dim=0)
         return self.constructor(
@@ -92,6 +98,16 @@ class UnivariateLayout:
 
     def __repr__(self) -> str:
         return self.name
+
+
+def _from_rows(constructor: Callable[..., Transform]) -> Callable[..., Transform] | None:
+    """The constructor's ``from_rows`` class method with its options bound, if it has one."""
+    # A registered constructor comes as functools.partial(cls, **options).
+    inner = getattr(constructor, "func", constructor)
+    from_rows = getattr(inner, "from_rows", None)
+    if from_rows is None:
+        return None
+    return functools.partial(from_rows, **getattr(constructor, "keywords", {}))
 
 
 def _describe_constructor(constructor: Any) -> str:
