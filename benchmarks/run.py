@@ -2,7 +2,10 @@ r"""Speed of flows side by side with a bare-MLP floor, zuko and nflows.
 
 Every workload runs for every library in one process: the libraries alternate inside each
 repeat (the order rotates), each measurement loops long enough to be well above the timer's
-resolution, and the table shows the median over the repeats. The *floor* is the work no flow can
+resolution, and the table shows the median over the repeats. Ratios are *paired*: the median,
+over the repeats, of the ratio of two libraries timed back to back in the same repeat, so that the
+machine's slow drifts (which move every library together) cancel; the targets' verdicts give the
+interquartile range of those ratios beside it. The *floor* is the work no flow can
 avoid: the same three bare MLPs as the flow's hyper-networks (same input and output widths,
 hidden (64, 64), ReLU), forward and backward for a training step, and forward once per inverse
 pass for sampling.
@@ -315,6 +318,7 @@ def time_alternating(
             "max": max(values),
             "number": numbers[name],
             "repeats": repeats,
+            "samples": values,
         }
         for name, values in samples.items()
     }
@@ -379,7 +383,25 @@ class Row:
     op: str
     ms: dict[str, float] = field(default_factory=dict)
     spread: dict[str, tuple[float, float]] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+
+    def ratio(self, a: str, b: str) -> float | None:
+        """The paired ratio a / b: the median over repeats of the per-repeat ratios."""
+        quartiles = self.ratio_quartiles(a, b)
+        return None if quartiles is None else quartiles[1]
+
+    def ratio_quartiles(self, a: str, b: str) -> tuple[float, float, float] | None:
+        """Quartiles of the per-repeat ratios a / b (lower, median, upper)."""
+        if a not in self.samples or b not in self.samples:
+            return None
+        ratios = [x / y for x, y in zip(self.samples[a], self.samples[b], strict=True) if y > 0]
+        if not ratios:
+            return None
+        if len(ratios) == 1:
+            return ratios[0], ratios[0], ratios[0]
+        lower, median, upper = statistics.quantiles(ratios, n=4, method="inclusive")
+        return lower, median, upper
 
 
 def build_all(
@@ -431,15 +453,10 @@ def run_workload(
         for name, stats in timed.items():
             row.ms[name] = 1e3 * stats["median"]
             row.spread[name] = (1e3 * stats["min"], 1e3 * stats["max"])
+            row.samples[name] = [1e3 * value for value in stats["samples"]]
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
 
 
 COLUMNS = ("floor", "ours", "ours+compile", "zuko", "nflows")
@@ -457,11 +474,10 @@ def format_row(row: Row) -> str:
 
     line = f"{row.label:<16}{row.op:<7}"
     line += "".join(cell(row.ms.get(c), 13) for c in COLUMNS)
-    floor, ours = row.ms.get("floor"), row.ms.get("ours")
-    line += cell(_ratio(ours, floor), 12, "x")
-    line += cell(_ratio(row.ms.get("zuko"), floor), 12, "x")
-    line += cell(_ratio(row.ms.get("nflows"), floor), 11, "x")
-    line += cell(_ratio(row.ms.get("zuko"), ours), 11, "x")
+    line += cell(row.ratio("ours", "floor"), 12, "x")
+    line += cell(row.ratio("zuko", "floor"), 12, "x")
+    line += cell(row.ratio("nflows", "floor"), 11, "x")
+    line += cell(row.ratio("zuko", "ours"), 11, "x")
     return line
 
 
@@ -471,20 +487,23 @@ def check_targets(rows: list[Row]) -> list[dict[str, Any]]:
         for workload, op, against, bound, description in TARGETS:
             if (row.workload, row.op) != (workload, op):
                 continue
-            ours = row.ms.get("ours")
-            if against == "floor":
-                value = _ratio(ours, row.ms.get("floor"))
-                passed = value is not None and value <= bound
-                shown = "-" if value is None else f"ours/floor = {value:.2f}x"
+            pair = ("ours", "floor") if against == "floor" else ("zuko", "ours")
+            quartiles = row.ratio_quartiles(*pair)
+            value = None if quartiles is None else quartiles[1]
+            if value is None:
+                passed, shown = False, "-"
             else:
-                value = _ratio(row.ms.get("zuko"), ours)
-                passed = value is not None and value >= bound
-                shown = "-" if value is None else f"zuko/ours = {value:.2f}x"
+                passed = value <= bound if against == "floor" else value >= bound
+                shown = (
+                    f"{pair[0]}/{pair[1]} = {value:.2f}x "
+                    f"(quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f})"
+                )
             checks.append(
                 {
                     "threads": row.threads,
                     "target": description,
                     "value": value,
+                    "quartiles": quartiles,
                     "passed": passed,
                     "shown": shown,
                 }
@@ -562,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write results to this file")
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 9
+        args.repeats = 3 if args.quick else 15
     if args.min_time is None:
         args.min_time = 0.02 if args.quick else 0.1
 
@@ -601,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         print("\ncompiled speed-up (ours eager / ours compiled):")
         for r in rows:
-            ratio = _ratio(r.ms.get("ours"), r.ms.get("ours+compile"))
+            ratio = r.ratio("ours", "ours+compile")
             if ratio is not None:
                 print(f"  {r.threads} thr {r.label:<16}{r.op:<7}{ratio:.2f}x")
 

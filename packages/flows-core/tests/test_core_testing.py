@@ -55,9 +55,25 @@ class IgnoresParameter(AdditiveTransform):
         super().__init__(shift)
 
 
+class FromRows(MonotonicAffineTransform):
+    """Also takes its parameters as one block ``(2, F, N)``, parameters first."""
+
+    @classmethod
+    def from_rows(cls, rows, batch):
+        shift, scale = (row.T.reshape(*batch, rows.shape[1]) for row in rows)
+        return cls(shift, scale)
+
+
+class WrongFromRows(MonotonicAffineTransform):
+    @classmethod
+    def from_rows(cls, rows, batch):
+        scale, shift = (row.T.reshape(*batch, rows.shape[1]) for row in rows)
+        return cls(shift, scale)
+
+
 @pytest.mark.parametrize(
     ("constructor", "shapes"),
-    [(MonotonicAffineTransform, [(), ()]), (AdditiveTransform, [()])],
+    [(MonotonicAffineTransform, [(), ()]), (AdditiveTransform, [()]), (FromRows, [(), ()])],
 )
 @pytest.mark.parametrize("batch", [(), (7,), (2, 3)])
 def test_kit_passes_good_transforms(constructor, shapes, batch, dtype, device):
@@ -77,6 +93,7 @@ def test_kit_resolves_registered_names_with_hyper_parameters(dtype):
         (WrongShape, [()], "'shape'"),
         (Overflowing, [(), ()], "'extreme'"),
         (IgnoresParameter, [(), ()], "'gradients'"),
+        (WrongFromRows, [(), ()], "'from_rows'"),
     ],
 )
 def test_kit_names_the_failed_check(constructor, shapes, check):

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from flows.core.layers.univariate import _from_rows
 from flows.core.transforms.base import call_and_ladj, inverse_and_ladj
 
 _DEFAULT_ATOL = {torch.float64: 1e-6, torch.float32: 1e-3}
@@ -153,7 +154,11 @@ def check_univariate(
     * ``extreme``: outputs, log-determinants, inverses and gradients stay finite at inputs up
       to ``extreme`` in magnitude (near the ends of a bounded domain) with parameters scaled
       by up to ``param_scale``;
-    * ``gradients``: gradients reach every parameter tensor, finite.
+    * ``gradients``: gradients reach every parameter tensor, finite;
+    * ``from_rows``: for a constructor that also takes its parameters as one block laid out
+      parameters first (a ``from_rows`` class method, see
+      :meth:`~flows.core.layers.UnivariateLayout.build_parameters_first`), the block gives the
+      same values, inverse and gradients as the separate tensors.
 
     Tolerances are relative, :math:`|a - b| \leq \text{atol} (1 + |b|)`, with ``atol``
     :math:`10^{-6}` in float64 and :math:`10^{-3}` in float32 by default, ten times looser
@@ -236,6 +241,10 @@ def check_univariate(
         if not (grad != 0).any():  # type: ignore[union-attr]
             checker.fail("gradients", f"the gradient of parameter {i} is zero everywhere")
 
+    from_rows = _from_rows(constructor)
+    if from_rows is not None:
+        _check_from_rows(checker, from_rows, params, param_shapes, batch, x, y, ladj, grads, tol)
+
     # extreme inputs and parameters
     points = _extremes(domain, extreme, dtype)
     for scale in (1.0, math.sqrt(param_scale), param_scale):
@@ -256,3 +265,36 @@ def check_univariate(
         for i, grad in enumerate(grads[1:]):
             if grad is not None:
                 checker.finite("extreme", f"the gradient of parameter {i} {where}", grad)
+
+
+def _check_from_rows(
+    checker: _Checker,
+    from_rows: Callable[..., Any],
+    params: list[Tensor],
+    shapes: list[tuple[int, ...]],
+    batch: tuple[int, ...],
+    x: Tensor,
+    y: Tensor,
+    ladj: Tensor,
+    grads: Sequence[Tensor | None],
+    tol: float,
+) -> None:
+    """The ``from_rows`` check: one feature, the batch as the samples of the block."""
+    samples = math.prod(batch)
+    flat = [
+        p.detach().reshape(samples, math.prod(shape))
+        for p, shape in zip(params, shapes, strict=True)
+    ]
+    rows = torch.cat(flat, dim=-1).T.unsqueeze(1).contiguous().requires_grad_()
+    t = from_rows(rows, batch)
+    y_rows, ladj_rows = call_and_ladj(t, x.detach().unsqueeze(-1))
+    checker.close("from_rows", y_rows.squeeze(-1), y, tol)
+    checker.close("from_rows", ladj_rows.squeeze(-1), ladj, tol)
+    x_rows, _ = inverse_and_ladj(t, y.detach().unsqueeze(-1))
+    checker.close("from_rows", x_rows.squeeze(-1), x, tol)
+    (grad_rows,) = torch.autograd.grad(y_rows.sum() + ladj_rows.sum(), rows)
+    expected = [
+        torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+    ]
+    expected_rows = torch.cat([g.reshape(samples, -1) for g in expected], dim=-1).T
+    checker.close("from_rows", grad_rows.squeeze(1), expected_rows, tol)
