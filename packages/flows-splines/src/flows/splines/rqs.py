@@ -475,97 +475,67 @@ def _evaluate_rows(
 
 
 class _RQSFunction(torch.autograd.Function):
-    """The monotonic RQS (or its inverse) and its log-derivative, with a closed-form backward."""
+    """The monotonic RQS (or its inverse) and its log-derivative, with a closed-form backward.
+
+    The parameters are either the widths, heights and derivatives, of any batch that
+    broadcasts with ``v``, or one block ``(3K - 1, F, N)`` laid out parameters first, whose
+    gradient is then written in one piece.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
         v: Tensor,
-        widths: Tensor,
-        heights: Tensor,
-        derivatives: Tensor,
         bound: float,
         slope: float,
         inverse: bool,
+        *params: Tensor,
     ) -> tuple[Tensor, Tensor]:
-        out, ladj, layout, saved = _evaluate_views(
-            v, widths, heights, derivatives, bound, slope, inverse
-        )
-        ctx.save_for_backward(v, widths, heights, derivatives, *saved)
+        evaluate = _evaluate_rows if len(params) == 1 else _evaluate_views
+        out, ladj, layout, saved = evaluate(v, *params, bound, slope, inverse)
+        ctx.save_for_backward(v, *params, *saved)
         ctx.bound, ctx.slope, ctx.inverse, ctx.layout = bound, slope, inverse, layout
-        ctx.shapes = (v.shape, widths.shape, heights.shape, derivatives.shape)
+        ctx.shapes = [v.shape] + [p.shape for p in params]
         return out, ladj
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor, grad_ladj: Tensor
     ) -> tuple[Tensor | None, ...]:
+        shapes = ctx.shapes
+        inputs = ctx.saved_tensors[: len(shapes)]
+        needed = [ctx.needs_input_grad[0], *ctx.needs_input_grad[4:]]
         if torch.is_grad_enabled():
             # create_graph=True: the closed form is first order only; differentiate the plain
             # algebra instead, which autograd can differentiate again.
-            return _plain_backward(ctx, grad_out, grad_ladj, _plain_rqs)
-        layout = ctx.layout
-        parameters = any(ctx.needs_input_grad[1:4])
-        grad_v, g_sizes, g_inner = _spline_rows_backward(
-            ctx.saved_tensors[4:],
-            layout.flat(grad_out),
-            layout.flat(grad_ladj),
-            ctx.bound,
-            ctx.slope,
-            ctx.inverse,
-            parameters,
-        )
-        grad_v = layout.unflat(grad_v).sum_to_size(ctx.shapes[0])
-        if g_sizes is None or g_inner is None:
-            return grad_v, None, None, None, None, None, None
-        grads = [
-            layout.unflat_rows(g).sum_to_size(shape)
-            for g, shape in zip((g_sizes[0], g_sizes[1], g_inner), ctx.shapes[1:], strict=True)
-        ]
-        return grad_v, *grads, None, None, None
-
-
-class _PackedRQSFunction(torch.autograd.Function):
-    """:class:`_RQSFunction` on one block of parameters ``(3K - 1, F, N)``: one gradient."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        v: Tensor,
-        rows: Tensor,
-        bound: float,
-        slope: float,
-        inverse: bool,
-    ) -> tuple[Tensor, Tensor]:
-        out, ladj, layout, saved = _evaluate_rows(v, rows, bound, slope, inverse)
-        ctx.save_for_backward(v, rows, *saved)
-        ctx.bound, ctx.slope, ctx.inverse, ctx.layout = bound, slope, inverse, layout
-        return out, ladj
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor, grad_ladj: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        if torch.is_grad_enabled():
-            return _plain_backward(ctx, grad_out, grad_ladj, _plain_rqs_rows)
-        rows = ctx.saved_tensors[1]
+            plain = _plain_rqs_rows if len(inputs) == 2 else _plain_rqs
+            grads = _plain_grads(plain, inputs, needed, grad_out, grad_ladj, ctx)
+            return grads[0], None, None, None, *grads[1:]
         layout = ctx.layout
         grad_rows = None
-        if ctx.needs_input_grad[1]:
+        if len(inputs) == 2 and needed[1]:
             # Written in place by the backward: the block's gradient without a concatenation.
-            grad_rows = rows.new_empty(rows.shape[0], rows.shape[1] * rows.shape[2])
-        grad_v, _, _ = _spline_rows_backward(
-            ctx.saved_tensors[2:],
+            grad_rows = inputs[1].new_empty(shapes[1][0], math.prod(shapes[1][1:]))
+        grad_v, g_sizes, g_inner = _spline_rows_backward(
+            ctx.saved_tensors[len(shapes) :],
             layout.flat(grad_out),
             layout.flat(grad_ladj),
             ctx.bound,
             ctx.slope,
             ctx.inverse,
-            grad_rows is not None,
+            any(needed[1:]),
             grad_rows,
         )
-        grad_rows = None if grad_rows is None else grad_rows.view(rows.shape)
-        return layout.unflat(grad_v), grad_rows, None, None, None
+        grad_v = layout.unflat(grad_v).sum_to_size(shapes[0])
+        if grad_rows is not None:
+            return grad_v, None, None, None, grad_rows.view(shapes[1])
+        if g_sizes is None or g_inner is None:
+            return grad_v, None, None, None, *(None,) * (len(shapes) - 1)
+        grads = [
+            layout.unflat_rows(g).sum_to_size(shape)
+            for g, shape in zip((g_sizes[0], g_sizes[1], g_inner), shapes[1:], strict=True)
+        ]
+        return grad_v, None, None, None, *grads
 
 
 def _plain_rqs_rows(
@@ -575,15 +545,16 @@ def _plain_rqs_rows(
     return _plain_rqs(v, *_split_rows(rows, v.shape[:-1]), bound, slope, inverse)
 
 
-def _plain_backward(
-    ctx: torch.autograd.function.FunctionCtx,
+def _plain_grads(
+    plain: Callable[..., tuple[Tensor, Tensor]],
+    inputs: tuple[Tensor, ...],
+    needed: list[bool],
     grad_out: Tensor,
     grad_ladj: Tensor,
-    plain: Callable[..., tuple[Tensor, Tensor]],
-) -> tuple[Tensor | None, ...]:
-    """The backward of a spline Function by autograd through its plain algebra ``plain``."""
-    inputs = ctx.saved_tensors[: len(ctx.needs_input_grad) - 3]
-    wanted = [i for i, needed in enumerate(ctx.needs_input_grad) if needed]
+    ctx: torch.autograd.function.FunctionCtx,
+) -> list[Tensor | None]:
+    """The gradients of ``inputs`` by autograd through the plain algebra ``plain``."""
+    wanted = [i for i, need in enumerate(needed) if need]
     outputs = plain(*inputs, ctx.bound, ctx.slope, ctx.inverse)
     grads = torch.autograd.grad(
         outputs,
@@ -592,10 +563,10 @@ def _plain_backward(
         create_graph=True,
         allow_unused=True,
     )
-    result: list[Tensor | None] = [None] * len(ctx.needs_input_grad)
+    result: list[Tensor | None] = [None] * len(inputs)
     for i, grad in zip(wanted, grads, strict=True):
         result[i] = grad
-    return tuple(result)
+    return result
 
 
 def _rqs(transform: MonotonicRQSTransform, v: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
@@ -605,11 +576,11 @@ def _rqs(transform: MonotonicRQSTransform, v: Tensor, inverse: bool) -> tuple[Te
     grad = torch.is_grad_enabled()
     if rows is not None and v.shape == transform._rows_shape:
         if grad and (v.requires_grad or rows.requires_grad):
-            return _PackedRQSFunction.apply(v, rows, *options)
+            return _RQSFunction.apply(v, *options, rows)
         return _evaluate_rows(v, rows, *options)[:2]
     raw = transform._raw
     if grad and any(p.requires_grad for p in (v, *raw)):
-        return _RQSFunction.apply(v, *raw, *options)
+        return _RQSFunction.apply(v, *options, *raw)
     return _evaluate_views(v, *raw, *options)[:2]
 
 
