@@ -242,6 +242,11 @@ def _knot_map(
     )
 
 
+def _reused(buffer: Tensor) -> Tensor | None:
+    """``buffer`` as the ``out`` of an operation in eager mode; compiled code plans its own."""
+    return None if torch.compiler.is_compiling() else buffer
+
+
 def _spline_rows(
     v: Tensor, sizes: Tensor, inner: Tensor, bound: float, slope: float, inverse: bool
 ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
@@ -276,14 +281,14 @@ def _spline_rows(
     # One scratch block for the masked products: fresh large blocks cost page faults.
     scratch = torch.mul(p, below)
     starts = torch.add(base, scratch.sum(dim=1), alpha=span)  # (x_k, y_k)
-    lengths = torch.mul(p, onehot, out=scratch).sum(dim=1).mul_(span).add_(floor)  # (w_k, h_k)
+    lengths = torch.mul(p, onehot, out=_reused(scratch)).sum(dim=1).mul_(span).add_(floor)
     x0, y0 = starts.unbind(0)
     w, h = lengths.unbind(0)
     # Raw interior derivatives d_{k} (k >= 1) and d_{k+1} (k + 1 <= K - 1); the sums leave
     # the boundary ones at zero, whose positive derivative is 1.
     scratch = torch.mul(inner, onehot[1:])
     raw_derivatives = torch.stack(
-        (scratch.sum(dim=0), torch.mul(inner, onehot[:-1], out=scratch).sum(dim=0))
+        (scratch.sum(dim=0), torch.mul(inner, onehot[:-1], out=_reused(scratch)).sum(dim=0))
     )
     knot_derivatives = F.softplus(raw_derivatives + derivative_offset(slope)) + slope
     d0, d1 = knot_derivatives.unbind(0)
@@ -512,8 +517,9 @@ class _RQSFunction(torch.autograd.Function):
             grads = _plain_grads(plain, inputs, needed, grad_out, grad_ladj, ctx)
             return grads[0], None, None, None, *grads[1:]
         layout = ctx.layout
+        packed = len(inputs) == 2
         grad_rows = None
-        if len(inputs) == 2 and needed[1]:
+        if packed and needed[1] and not torch.compiler.is_compiling():
             # Written in place by the backward: the block's gradient without a concatenation.
             grad_rows = inputs[1].new_empty(shapes[1][0], math.prod(shapes[1][1:]))
         grad_v, g_sizes, g_inner = _spline_rows_backward(
@@ -527,10 +533,12 @@ class _RQSFunction(torch.autograd.Function):
             grad_rows,
         )
         grad_v = layout.unflat(grad_v).sum_to_size(shapes[0])
-        if grad_rows is not None:
-            return grad_v, None, None, None, grad_rows.view(shapes[1])
         if g_sizes is None or g_inner is None:
             return grad_v, None, None, None, *(None,) * (len(shapes) - 1)
+        if packed:
+            if grad_rows is None:  # compiled: the compiler fuses the concatenation
+                grad_rows = torch.cat((g_sizes.flatten(0, 1), g_inner))
+            return grad_v, None, None, None, grad_rows.view(shapes[1])
         grads = [
             layout.unflat_rows(g).sum_to_size(shape)
             for g, shape in zip((g_sizes[0], g_sizes[1], g_inner), shapes[1:], strict=True)
@@ -573,7 +581,9 @@ def _rqs(transform: MonotonicRQSTransform, v: Tensor, inverse: bool) -> tuple[Te
     """The spline or its inverse; one autograd node when a gradient is needed, else none."""
     options = (transform.bound, transform.slope, inverse)
     rows = transform._rows
-    grad = torch.is_grad_enabled()
+    # Compiled, autograd differentiates the fast algebra itself: the compiler then fuses the
+    # forward and the backward, where the hand-written backward would stay opaque.
+    grad = torch.is_grad_enabled() and not torch.compiler.is_compiling()
     if rows is not None and v.shape == transform._rows_shape:
         if grad and (v.requires_grad or rows.requires_grad):
             return _RQSFunction.apply(v, *options, rows)
