@@ -105,8 +105,8 @@ def _from_rows(constructor: Callable[..., Transform]) -> Callable[..., Transform
     # A registered constructor comes as functools.partial(cls, **options).
     inner = getattr(constructor, "func", constructor)
     from_rows = getattr(inner, "from_rows", None)
-    if from_rows is None:
-        return None
+    if from_rows is None or getattr(constructor, "args", ()):
+        return None  # bound positional parameters: only the constructor knows where they go
     return functools.partial(from_rows, **getattr(constructor, "keywords", {}))
 
 
