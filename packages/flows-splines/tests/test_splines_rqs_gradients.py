@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flows.splines import MonotonicRQSTransform, rqs
+from flows.splines import MonotonicRQSTransform
 from flows.splines.rqs import bins_first_derivatives, spline_forward, spline_inverse, spline_knots
 
 
@@ -195,24 +195,3 @@ def test_rqs_from_rows_refuses_blocks_of_the_wrong_shape():
         MonotonicRQSTransform.from_rows(torch.zeros(22, 3, 10), (10,))
     with pytest.raises(ValueError, match="batch \\(2, 4\\) has 8 elements but rows has N=10"):
         MonotonicRQSTransform.from_rows(torch.zeros(23, 3, 10), (2, 4))
-
-
-@pytest.mark.skipif(rqs._compiled_op is None, reason="torch < 2.4 has no torch.library.custom_op")
-@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
-@pytest.mark.parametrize("bins", [1, 8])
-def test_rqs_compiled_operator_is_consistent_and_matches_the_reference(inverse, bins, device):
-    # The operator torch.compile calls with gradients: its schema, fake (shape-only)
-    # implementation and autograd registration, then its gradients against the reference.
-    params = draw((32,), bins, 2.0, torch.float64, device, seed=9)
-    rows = torch.cat([p.detach() for p in params], dim=-1).T.contiguous().requires_grad_()
-    g = torch.Generator().manual_seed(10)
-    v = (4 * torch.randn(32, generator=g, dtype=torch.float64)).to(device).requires_grad_()
-    torch.library.opcheck(rqs._compiled_op, (v, rows, 5.0, 1e-3, inverse))
-    out, ladj, *_ = rqs._compiled_op(v, rows, 5.0, 1e-3, inverse)
-    grads = torch.autograd.grad(out.sum() + 2 * ladj.sum(), [v, rows])
-    expected_out, expected_ladj = reference(v, params, inverse)
-    expected = torch.autograd.grad(expected_out.sum() + 2 * expected_ladj.sum(), [v, *params])
-    torch.testing.assert_close(out, expected_out)
-    torch.testing.assert_close(ladj, expected_ladj)
-    torch.testing.assert_close(grads[0], expected[0])
-    torch.testing.assert_close(grads[1], torch.cat(expected[1:], dim=-1).T)

@@ -23,7 +23,6 @@ __all__ = ["MonotonicRQSTransform"]
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -329,7 +328,7 @@ def _spline_rows(
     out = torch.where(inside, out, v)
     ladj = torch.where(inside, ladj, 0.0)
     saved = (
-        at_or_below, onehot, p, starts, base, lengths, raw_derivatives, knot_derivatives, inside,
+        below, onehot, p, starts, base, lengths, raw_derivatives, knot_derivatives, inside,
         s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
     )  # fmt: skip
     return out, ladj, saved
@@ -351,10 +350,9 @@ def _spline_rows_backward(
     it, widths, heights then derivatives, and returned as its views.
     """
     (
-        at_or_below, onehot, p, starts, base, lengths, raw_derivatives, knot_derivatives, inside,
+        below, onehot, p, starts, base, lengths, raw_derivatives, knot_derivatives, inside,
         s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
     ) = saved  # fmt: skip
-    below = at_or_below[1:]
     w, h = lengths.unbind(0)
     d0, d1 = knot_derivatives.unbind(0)
     slope_change = omx - xi  # 1 - 2 xi
@@ -583,12 +581,10 @@ def _rqs(transform: MonotonicRQSTransform, v: Tensor, inverse: bool) -> tuple[Te
     """The spline or its inverse; one autograd node when a gradient is needed, else none."""
     options = (transform.bound, transform.slope, inverse)
     rows = transform._rows
-    grad = torch.is_grad_enabled()
-    if torch.compiler.is_compiling() and _compiled_op is not None:
-        parameters = (rows,) if rows is not None else transform._raw
-        if grad and any(p.requires_grad for p in (v, *parameters)):
-            return _compiled_rqs(transform, v, inverse)
-        grad = False  # without gradients the compiler fuses the algebra below
+    # Compiled, autograd differentiates the fast algebra itself and the compiler fuses forward
+    # and backward: traced, the hand-written backward compiled into slower code (measured;
+    # so did a custom operator running the eager kernels, which is why there is none).
+    grad = torch.is_grad_enabled() and not torch.compiler.is_compiling()
     if rows is not None and v.shape == transform._rows_shape:
         if grad and (v.requires_grad or rows.requires_grad):
             return _RQSFunction.apply(v, *options, rows)
@@ -597,103 +593,6 @@ def _rqs(transform: MonotonicRQSTransform, v: Tensor, inverse: bool) -> tuple[Te
     if grad and any(p.requires_grad for p in (v, *raw)):
         return _RQSFunction.apply(v, *options, *raw)
     return _evaluate_views(v, *raw, *options)[:2]
-
-
-# Compiled with gradients, the spline is one custom operator on flat rows whose forward and
-# backward run the eager kernels above: traced by the compiler instead, the masked sums over a
-# few bins compile into slower loops than these, and the hand-written backward would be
-# re-derived rather than used. Without gradients the compiler traces and fuses the algebra.
-
-
-def _compiled_rqs(
-    transform: MonotonicRQSTransform, v: Tensor, inverse: bool
-) -> tuple[Tensor, Tensor]:
-    """:func:`_rqs` under ``torch.compile`` with gradients, through the custom operator."""
-    rows = transform._rows
-    layout: _RowsLayout | _BatchLayout
-    if rows is not None and v.shape == transform._rows_shape:
-        layout = _RowsLayout(v.shape[:-1], rows.shape[1])
-        block = rows.reshape(rows.shape[0], -1)
-    else:
-        widths, heights, derivatives = transform._raw
-        layout = _BatchLayout(v, widths, heights, derivatives)
-        sizes = layout.rows(widths, heights)
-        block = torch.cat((sizes.flatten(0, 1), layout.rows(derivatives)[0]))
-    assert _compiled_op is not None
-    out, ladj, *_ = _compiled_op(
-        layout.flat(v), block.contiguous(), transform.bound, transform.slope, inverse
-    )
-    return layout.unflat(out), layout.unflat(ladj)
-
-
-def _define_compiled_op() -> Callable[..., list[Tensor]] | None:
-    if not hasattr(torch.library, "custom_op"):  # torch < 2.4: the compiler traces the algebra
-        return None
-
-    @torch.library.custom_op("flows_splines::rqs", mutates_args=())
-    def rqs(v: Tensor, rows: Tensor, bound: float, slope: float, inverse: bool) -> list[Tensor]:
-        bins = (rows.shape[0] + 1) // 3
-        sizes, inner = rows[: 2 * bins].view(2, bins, -1), rows[2 * bins :]
-        out, ladj, saved = _spline_rows(v, sizes, inner, bound, slope, inverse)
-        return [out, ladj, *saved]
-
-    @rqs.register_fake
-    def _(v: Tensor, rows: Tensor, bound: float, slope: float, inverse: bool) -> list[Tensor]:
-        bins, m = (rows.shape[0] + 1) // 3, v.shape[0]
-        # out, ladj, then the saved tensors of _spline_rows, in order
-        shapes = [(m,), (m,), (bins + 1, m), (bins, m), (2, bins, m), (2, m), (m,)]
-        shapes += [(2, m)] * 3
-        out = [v.new_empty(shape) for shape in shapes]
-        out.append(v.new_empty((m,), dtype=torch.bool))  # inside
-        return out + [v.new_empty((m,)) for _ in range(10)]
-
-    @torch.library.custom_op("flows_splines::rqs_backward", mutates_args=())
-    def rqs_backward(
-        saved: list[Tensor],
-        grad_out: Tensor,
-        grad_ladj: Tensor,
-        bound: float,
-        slope: float,
-        inverse: bool,
-    ) -> tuple[Tensor, Tensor]:
-        bins, m = saved[1].shape
-        grad_rows = grad_out.new_empty(3 * bins - 1, m)
-        grad_v, _, _ = _spline_rows_backward(
-            tuple(saved), grad_out, grad_ladj, bound, slope, inverse, True, grad_rows
-        )
-        return grad_v, grad_rows
-
-    @rqs_backward.register_fake
-    def _(
-        saved: list[Tensor],
-        grad_out: Tensor,
-        grad_ladj: Tensor,
-        bound: float,
-        slope: float,
-        inverse: bool,
-    ) -> tuple[Tensor, Tensor]:
-        bins, m = saved[1].shape
-        return grad_out.new_empty(m), grad_out.new_empty(3 * bins - 1, m)
-
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: list[Tensor]) -> None:
-        ctx.options = inputs[2:]
-        ctx.save_for_backward(*output[2:])
-
-    def backward(ctx: Any, grads: list[Tensor | None]) -> tuple[Tensor | None, ...]:
-        grad_out, grad_ladj = grads[0], grads[1]
-        saved = list(ctx.saved_tensors)
-        if grad_out is None:
-            grad_out = torch.zeros_like(saved[-1])
-        if grad_ladj is None:
-            grad_ladj = torch.zeros_like(saved[-1])
-        grad_v, grad_rows = rqs_backward(saved, grad_out, grad_ladj, *ctx.options)
-        return grad_v, grad_rows, None, None, None
-
-    rqs.register_autograd(backward, setup_context=setup_context)
-    return rqs
-
-
-_compiled_op = _define_compiled_op()
 
 
 class MonotonicRQSTransform(Transform):
