@@ -273,7 +273,7 @@ def _spline_rows(
     matrix, offsets = build(bins, bound, slope, clamped.dtype, clamped.device)
     knots = torch.addmm(offsets, matrix, p[int(inverse)])  # x_0 = -B, .., x_{K-1}, +inf
     # at_or_below[i] = [x_i <= v] = [i <= k], as 0. or 1.: rows 1.. say [i < k].
-    at_or_below = torch.sub(knots, clamped).le_(0)
+    at_or_below = knots.sub_(clamped).le_(0)
     below = at_or_below[1:]
     onehot = at_or_below[:-1] - below  # [i = k]
     index = below.sum(dim=0)  # k, as a float
