@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import constraints
 
+from flows.core.layers.univariate import parameters_from_rows
 from flows.core.transforms.base import Transform
 
 
@@ -437,11 +438,7 @@ def _plain_rqs(
 def _split_rows(rows: Tensor, batch: tuple[int, ...]) -> list[Tensor]:
     """Widths, heights and derivatives ``(*batch, F, k)`` as views of ``rows (3K - 1, F, N)``."""
     bins = (rows.shape[0] + 1) // 3
-    features = rows.shape[1]
-    return [
-        q.permute(2, 1, 0).reshape(*batch, features, q.shape[0])
-        for q in rows.split((bins, bins, bins - 1), dim=0)
-    ]
+    return parameters_from_rows(rows, batch, [(bins,), (bins,), (bins - 1,)])
 
 
 def _evaluate_views(

@@ -23,6 +23,7 @@ __all__ = [
     "cat_context",
     "checked_context",
     "init_near_zero",
+    "parameters_from_rows",
     "resolve_univariate",
 ]
 
@@ -87,17 +88,36 @@ class UnivariateLayout:
         from_rows = self._from_rows
         if from_rows is not None:
             return from_rows(rows, batch)
-        features = rows.shape[1]
-        parts = rows.split(self.sizes, dim=0)
-        return self.constructor(
-            *(
-                q.permute(2, 1, 0).view(*batch, features, *shape)
-                for q, shape in zip(parts, self.shapes, strict=True)
-            )
-        )
+        return self.constructor(*parameters_from_rows(rows, batch, self.shapes))
 
     def __repr__(self) -> str:
         return self.name
+
+
+def parameters_from_rows(
+    rows: Tensor, batch: Sequence[int], shapes: Sequence[Sequence[int]]
+) -> list[Tensor]:
+    """The parameter tensors ``(*batch, F, *shape)`` of a block laid out parameters first.
+
+    ``rows`` has shape ``(total, F, N)``, ``N`` the flattened ``batch``, the parameters one
+    after the other along its first dimension; the tensors are views of it where its memory
+    allows.
+
+    Example:
+        >>> rows = torch.arange(12.0).view(3, 2, 2)  # shapes [(), (2,)], 2 features, N = 2
+        >>> shift, scale = parameters_from_rows(rows, (2,), [(), (2,)])
+        >>> shift
+        tensor([[0., 2.],
+                [1., 3.]])
+        >>> scale.shape
+        torch.Size([2, 2, 2])
+    """
+    features = rows.shape[1]
+    parts = rows.split([math.prod(shape) for shape in shapes], dim=0)
+    return [
+        q.permute(2, 1, 0).reshape(*batch, features, *shape)
+        for q, shape in zip(parts, shapes, strict=True)
+    ]
 
 
 def _from_rows(constructor: Callable[..., Transform]) -> Callable[..., Transform] | None:

@@ -157,8 +157,8 @@ def check_univariate(
     * ``gradients``: gradients reach every parameter tensor, finite;
     * ``from_rows``: for a constructor that also takes its parameters as one block laid out
       parameters first (a ``from_rows`` class method, see
-      :meth:`~flows.core.layers.UnivariateLayout.build_parameters_first`), the block gives the
-      same values, inverse and gradients as the separate tensors.
+      :meth:`~flows.core.layers.univariate.UnivariateLayout.build_parameters_first`), the
+      block gives the same values, inverse and gradients as the separate tensors.
 
     Tolerances are relative, :math:`|a - b| \leq \text{atol} (1 + |b|)`, with ``atol``
     :math:`10^{-6}` in float64 and :math:`10^{-3}` in float32 by default, ten times looser
