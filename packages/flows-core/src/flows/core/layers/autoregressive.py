@@ -2,18 +2,17 @@ r"""The masked autoregressive lazy transform (MAF's building block)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Transform
 
 from flows.core.layers.elementwise import _check_count
+from flows.core.layers.stepwise import StepwisePlan, plan_hidden_units, stepwise_inverse
 from flows.core.layers.univariate import (
     cat_context,
     checked_context,
@@ -22,8 +21,6 @@ from flows.core.layers.univariate import (
 )
 from flows.core.lazy import LazyTransform
 from flows.core.transforms import AutoregressiveTransform
-from flows.core.transforms.base import Transform as _FlowsTransform
-from flows.core.transforms.base import inverse_and_ladj
 
 __all__ = ["MaskedAutoregressiveTransform", "autoregressive_depth"]
 
@@ -144,10 +141,8 @@ class MaskedAutoregressiveTransform(LazyTransform):
         r"""Plan the stepwise inverse from each feature's group (the pass that solves it).
 
         Features are sorted by group, so group :math:`k` is a contiguous block, and so are its
-        rows of the network's output. A hidden unit is *needed from* pass :math:`k` if the
-        deepest feature it reads (through the masks) is of group :math:`k - 1`; units sorted by
-        that pass make the units a pass can compute a prefix of each hidden layer, and the
-        masks guarantee that group :math:`k`'s outputs read no other unit.
+        rows of the network's output; the hidden units are planned by
+        :func:`~flows.core.layers.stepwise.plan_hidden_units`.
         """
         group = group.detach().cpu()
         total = self.layout.total
@@ -162,167 +157,9 @@ class MaskedAutoregressiveTransform(LazyTransform):
         )
         self.register_buffer("_group_rows", rows.to(device), persistent=False)
 
-        self._plan_cache: _StepwisePlan | None = None
+        self._plan_cache: StepwisePlan | None = None
         # Prefix widths per pass of each hidden layer; None: no stepwise plan (generic inverse).
-        self._hidden_widths: list[list[int]] | None = None
-        linears = self._plain_masked_layers()
-        if linears is None:
-            return
-        from_pass = torch.cat((group + 1, torch.zeros(self.context, dtype=torch.long)))
-        widths = []
-        for i, layer in enumerate(linears[:-1]):
-            mask = layer.mask.detach().cpu() != 0
-            from_pass = torch.where(mask, from_pass[None, :], 0).amax(dim=1)
-            from_pass, units = torch.sort(from_pass, stable=True)
-            self.register_buffer(f"_hidden_units{i}", units.to(device), persistent=False)
-            counts = torch.searchsorted(from_pass, torch.arange(self.passes), right=True)
-            widths.append(counts.tolist())
-        # Group k's output rows must read only units computable in pass k.
-        last = linears[-1].mask.detach().cpu()[rows] != 0
-        readable = from_pass[None, :] <= group[permutation].repeat_interleave(total)[:, None]
-        if bool((last & ~readable).any()):
-            return
-        self._hidden_widths = widths
-
-    def _plain_masked_layers(self) -> list[Any] | None:
-        """The masked layers of a network alternating masked layers and activations, if so."""
-        from flows.nn import MaskedLinear, MaskedResidualBlock
-
-        if self.hyper is None or self.passes < 2:
-            return None
-        layers = list(self.hyper)
-        linears, activations = layers[0::2], layers[1::2]
-        if (
-            len(layers) < 3
-            or any(type(layer) is not MaskedLinear or layer.bias is None for layer in linears)
-            or any(isinstance(a, (MaskedLinear, MaskedResidualBlock)) for a in activations)
-        ):
-            return None
-        return linears
-
-    def _stepwise_plan(self, linears: list[Any], widths: list[list[int]]) -> _StepwisePlan:
-        """The weights each pass reads, as views of the masked weights in plan order.
-
-        Without gradients the plan is kept until a weight, mask or bias changes (in place, by
-        its data or replaced): repeated sampling then skips its construction.
-        """
-        tensors = [t for layer in linears for t in (layer.weight, layer.mask, layer.bias)]
-        cached = self._plan_cache
-        caching = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        if (
-            caching
-            and cached is not None
-            and len(cached.sources) == len(tensors)
-            and all(
-                t is source and t._version == version and t.data_ptr() == pointer
-                for t, (source, version, pointer) in zip(tensors, cached.sources, strict=True)
-            )
-        ):
-            return cached
-
-        features, total, sizes = self.features, self.layout.total, self._group_sizes
-        weights, biases = [], []
-        columns = None
-        for i, layer in enumerate(linears):
-            last = i + 1 == len(linears)
-            rows = self._group_rows if last else getattr(self, f"_hidden_units{i}")
-            weight = (layer.weight * layer.mask).index_select(0, rows)
-            if columns is not None:
-                weight = weight.index_select(1, columns)
-            weights.append(weight)
-            biases.append(layer.bias.index_select(0, rows))
-            columns = rows
-        first = weights[0]
-        # The features' columns, transposed, in group order: group k's rows are a block.
-        w_features = first[:, :features].T.index_select(0, self._group_features)
-        feature_rows = w_features.split(sizes, dim=0)
-        last_weights = weights[-1].split([size * total for size in sizes], dim=0)
-        last_biases = biases[-1].split([size * total for size in sizes], dim=0)
-        steps = []
-        for k in range(len(sizes)):
-            width = widths[0][k]
-            middle = []
-            for i in range(1, len(linears) - 1):
-                out = widths[i][k]
-                middle.append((weights[i][:out, :width], biases[i][:out]))
-                width = out
-            last_layer = (last_weights[k][:, :width], last_biases[k])
-            steps.append((widths[0][k], middle, last_layer, feature_rows[k]))
-        plan = _StepwisePlan(
-            sources=[(t, t._version, t.data_ptr()) for t in tensors],
-            bias=biases[0].unsqueeze(0),
-            context_weight=first[:, features:] if self.context else None,
-            steps=steps,
-        )
-        self._plan_cache = plan if caching else None
-        return plan
-
-    def _stepwise_inverse(
-        self, y: Tensor, c: Tensor | None, with_ladj: bool
-    ) -> tuple[Tensor, Tensor | None] | None:
-        r"""Invert group after group, evaluating only what each group's parameters need.
-
-        The first layer's pre-activation is kept and updated with each solved group's
-        contribution (the context's share computed once); pass :math:`k` evaluates the hidden
-        units it needs only, the output rows of group :math:`k` only, and inverts group
-        :math:`k`'s features only. Returns ``None`` without a stepwise plan.
-        """
-        widths = self._hidden_widths
-        if widths is None:
-            return None
-        layers = list(self.hyper)  # type: ignore[arg-type]
-        linears = layers[0::2]
-        # Bound methods: the loop runs once per group, its Python overhead counts.
-        activations = [activation.forward for activation in layers[1::2]]
-        plan = self._stepwise_plan(linears, widths)
-        features, total = self.features, self.layout.total
-
-        batch = y.shape[:-1]
-        if c is not None and c.shape[:-1] != batch:
-            batch = torch.broadcast_shapes(batch, c.shape[:-1])
-            y = y.expand(*batch, features)
-        y = y.reshape(-1, features).index_select(1, self._group_features)
-        n = y.shape[0]
-        if plan.context_weight is None or c is None:
-            # Nothing but the bias before the first group is solved: one row serves the batch.
-            h = plan.bias
-        else:
-            c = c.expand(*batch, c.shape[-1]).reshape(-1, c.shape[-1])
-            h = torch.addmm(plan.bias, c, plan.context_weight.T)
-
-        pieces: list[Tensor] = []
-        ladjs: list[Tensor] = []
-        groups = len(plan.steps)
-        in_place = not torch.is_grad_enabled()
-        for k, (y_k, (width, middle, (weight, bias), feature_rows)) in enumerate(
-            zip(y.split(self._group_sizes, dim=1), plan.steps, strict=True)
-        ):
-            a = activations[0](h.narrow(1, 0, width))
-            for i, (w, b) in enumerate(middle, start=1):
-                a = activations[i](F.linear(a, w, b))
-            phi = F.linear(a, weight, bias)
-            size = y_k.shape[1]
-            if phi.shape[0] != n:
-                phi = phi.expand(n, size * total)
-            transform = self.layout.build(phi.view(n, size, total))
-            if with_ladj:
-                x_k, ladj = inverse_and_ladj(transform, y_k)
-                ladjs.append(ladj if transform.domain.event_dim == 0 else ladj.unsqueeze(-1))
-            elif isinstance(transform, _FlowsTransform):
-                x_k = transform._inverse(y_k)
-            else:
-                x_k = transform.inv(y_k)
-            pieces.append(x_k)
-            if k + 1 < groups and in_place and k > 0:
-                h.addmm_(x_k, feature_rows)  # h is ours since pass 0, and nothing saved it
-            elif k + 1 < groups:
-                h = torch.addmm(h, x_k, feature_rows)
-
-        x = torch.cat(pieces, dim=-1).index_select(1, self._group_inverse)
-        x = x.reshape(*batch, features)
-        if not with_ladj:
-            return x, None
-        return x, torch.cat(ladjs, dim=-1).sum(dim=-1).reshape(batch)
+        self._hidden_widths = plan_hidden_units(self, group, rows)
 
     def _meta(self, c: Tensor | None, x: Tensor) -> Transform:
         if c is not None:
@@ -372,16 +209,6 @@ def _regroup_after_load(module: nn.Module, incompatible_keys: Any) -> None:
     layer._set_groups(layer._group_of_features)
 
 
-@dataclasses.dataclass
-class _StepwisePlan:
-    """What the passes of a stepwise inverse read, and the tensors it was computed from."""
-
-    sources: list[tuple[Tensor, int, int]]
-    bias: Tensor
-    context_weight: Tensor | None
-    steps: list[tuple[int, list[tuple[Tensor, Tensor]], tuple[Tensor, Tensor], Tensor]]
-
-
 class _MaskedAutoregressive(AutoregressiveTransform):
     """An autoregressive transform whose inverse knows its masked network (stepwise passes)."""
 
@@ -391,13 +218,13 @@ class _MaskedAutoregressive(AutoregressiveTransform):
         self.context = c
 
     def _inverse(self, y: Tensor) -> Tensor:
-        solved = self.layer._stepwise_inverse(y, self.context, with_ladj=False)
+        solved = stepwise_inverse(self.layer, y, self.context, with_ladj=False)
         if solved is None:
             return super()._inverse(y)
         return solved[0]
 
     def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        solved = self.layer._stepwise_inverse(y, self.context, with_ladj=True)
+        solved = stepwise_inverse(self.layer, y, self.context, with_ladj=True)
         if solved is None:
             return super().inverse_and_ladj(y)
         return solved  # type: ignore[return-value]
