@@ -23,6 +23,7 @@ __all__ = ["MonotonicRQSTransform"]
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -224,23 +225,46 @@ class _RowsLayout:
         return t.view(-1, self.samples).T.view(self.shape)
 
 
-@functools.lru_cache(maxsize=64)
-def _knot_map(
-    bins: int, bound: float, slope: float, dtype: torch.dtype, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    r"""The matrix and offsets that map bin probabilities to the left knots of the bins.
+class _Constants(NamedTuple):
+    """The numbers the spline arithmetic uses, as tensors of the data's dtype and device.
 
-    Row :math:`k < K` gives :math:`x_k = -B + k f + S (p_0 + \dots + p_{k-1})`, with
-    :math:`f` the smallest bin and :math:`S = 2B - K f`; row :math:`K` is :math:`+\infty`,
-    never below an input, which closes the bin search.
+    A Python number in a tensor operation is wrapped into a new tensor and converted at every
+    call (four more dispatcher calls, about 2 us on CPU); the spline does a few dozen such
+    operations per evaluation.
     """
-    span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
+
+    matrix: Tensor  # (K + 1, K): bin probabilities to the learned part of the left knots
+    offsets: Tensor  # (K + 1, 1): the rest of the left knots, and +inf
+    floor: Tensor  # the smallest bin, 2 B slope
+    span: Tensor  # what the learned parts of the bins share, 2 B (1 - K slope)
+    minus_bound: Tensor
+    shift: Tensor  # derivative_offset(slope)
+    slope: Tensor
+    zero: Tensor
+    one: Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def _constants(
+    bins: int, bound: float, slope: float, dtype: torch.dtype, device: torch.device
+) -> _Constants:
+    r"""The constants of a spline; the knot map gives the left knots of the bins.
+
+    Row :math:`k < K` of the map gives :math:`x_k = -B + k f + S (p_0 + \dots + p_{k-1})`,
+    with :math:`p` the bin probabilities, :math:`f` the smallest bin and :math:`S = 2B - K f`;
+    row :math:`K` is :math:`+\infty`, never below an input, which closes the bin search.
+    """
+    span, floor = _span_and_floor(bins, bound, slope)
     matrix = [[span * (i < k) for i in range(bins)] for k in range(bins + 1)]
     offsets = [[k * floor - bound] for k in range(bins)] + [[math.inf]]
-    return (
-        torch.tensor(matrix, dtype=dtype, device=device),
-        torch.tensor(offsets, dtype=dtype, device=device),
+    scalars = (floor, span, -bound, derivative_offset(slope), slope, 0.0, 1.0)
+    return _Constants(
+        *(torch.tensor(t, dtype=dtype, device=device) for t in (matrix, offsets, *scalars))
     )
+
+
+def _span_and_floor(bins: int, bound: float, slope: float) -> tuple[float, float]:
+    return 2 * bound * (1 - bins * slope), 2 * bound * slope
 
 
 def _reused(buffer: Tensor) -> Tensor | None:
@@ -266,32 +290,33 @@ def _spline_rows(
     come out of the sums by themselves.
     """
     bins = sizes.shape[1]
-    span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
+    span, _ = _span_and_floor(bins, bound, slope)
+    build = _constants.__wrapped__ if torch.compiler.is_compiling() else _constants
+    c = build(bins, bound, slope, v.dtype, v.device)
     p = torch.softmax(sizes, dim=1)  # (2, K, M)
     clamped = v.clamp(-bound, bound)
     inside = clamped == v
-    build = _knot_map.__wrapped__ if torch.compiler.is_compiling() else _knot_map
-    matrix, offsets = build(bins, bound, slope, clamped.dtype, clamped.device)
-    knots = torch.addmm(offsets, matrix, p[int(inverse)])  # x_0 = -B, .., x_{K-1}, +inf
+    knots = torch.addmm(c.offsets, c.matrix, p[int(inverse)])  # x_0 = -B, .., x_{K-1}, +inf
     # at_or_below[i] = [x_i <= v] = [i <= k], as 0. or 1.: rows 1.. say [i < k].
-    at_or_below = knots.sub_(clamped).le_(0)
+    at_or_below = knots.sub_(clamped).le_(c.zero)
     below = at_or_below[1:]
     onehot = at_or_below[:-1] - below  # [i = k]
-    index = below.sum(dim=0)  # k, as a float
-    base = index * floor - bound  # x_k without the learned part
+    base = torch.addcmul(c.minus_bound, below.sum(dim=0), c.floor)  # x_k without S sum p_i
     # One scratch block for the masked products: fresh large blocks cost page faults.
     scratch = torch.mul(p, below)
-    starts = torch.add(base, scratch.sum(dim=1), alpha=span)  # (x_k, y_k)
-    lengths = torch.mul(p, onehot, out=_reused(scratch)).sum(dim=1).mul_(span).add_(floor)
+    learned = scratch.sum(dim=1)  # sum_{i < k} p_i, of the widths and of the heights
+    starts = torch.add(base, learned, alpha=span)  # (x_k, y_k)
+    own = torch.mul(p, onehot, out=_reused(scratch)).sum(dim=1).mul_(c.span)  # S p_k
+    lengths = own + c.floor  # (w_k, h_k)
     x0, y0 = starts.unbind(0)
     w, h = lengths.unbind(0)
     # Raw interior derivatives d_{k} (k >= 1) and d_{k+1} (k + 1 <= K - 1); the sums leave
     # the boundary ones at zero, whose positive derivative is 1.
     scratch = torch.mul(inner, onehot[1:])
-    raw_derivatives = torch.stack(
+    shifted = torch.stack(
         (scratch.sum(dim=0), torch.mul(inner, onehot[:-1], out=_reused(scratch)).sum(dim=0))
-    )
-    knot_derivatives = F.softplus(raw_derivatives + derivative_offset(slope)) + slope
+    ).add_(c.shift)
+    knot_derivatives = F.softplus(shifted).add_(c.slope)
     d0, d1 = knot_derivatives.unbind(0)
 
     s = h / w
@@ -306,30 +331,31 @@ def _spline_rows(
         sdy = s * dy
         discriminant = torch.addcmul(b * b, a, sdy, value=4.0)
         discriminant = discriminant.clamp(min=torch.finfo(clamped.dtype).tiny)
-        xi = (2 * sdy / (b + discriminant.sqrt())).clamp(0, 1)
+        xi = torch.addcdiv(c.zero, sdy, b + discriminant.sqrt(), value=2.0).clamp(0, 1)
         out = torch.addcmul(x0, xi, w)
-        omx = 1 - xi
+        omx = torch.sub(c.one, xi)
         t = xi * omx
         xi2 = xi * xi
         denominator = torch.addcmul(s, curvature, t)
         ratio = dy / h
     else:
-        xi = ((clamped - x0) / w).clamp(0, 1)
-        omx = 1 - xi
+        xi = torch.sub(clamped, x0).div_(w).clamp_(0, 1)
+        omx = torch.sub(c.one, xi)
         t = xi * omx
         xi2 = xi * xi
         denominator = torch.addcmul(s, curvature, t)
-        ratio = torch.addcmul(d0 * t, s, xi2) / denominator
+        ratio = torch.addcmul(d0 * t, s, xi2).div_(denominator)
         out = torch.addcmul(y0, h, ratio)
+    # A sum of positive terms: no cancellation, even for extreme derivatives.
     numerator = torch.addcmul(torch.addcmul(d1 * xi2, s, t, value=2.0), d0, omx * omx)
     derivative = numerator * (s / denominator).square()
     ladj = derivative.log()
     if inverse:
         ladj = -ladj
     out = torch.where(inside, out, v)
-    ladj = torch.where(inside, ladj, 0.0)
+    ladj = torch.where(inside, ladj, c.zero)
     saved = (
-        below, onehot, p, starts, base, lengths, raw_derivatives, knot_derivatives, inside,
+        below, onehot, p, learned, own, lengths, shifted, knot_derivatives, inside,
         s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
     )  # fmt: skip
     return out, ladj, saved
@@ -345,66 +371,79 @@ def _spline_rows_backward(
     parameters: bool,
     grad_rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """The cotangents of ``v``, ``sizes`` and ``inner`` of :func:`_spline_rows`.
+    r"""The cotangents of ``v``, ``sizes`` and ``inner`` of :func:`_spline_rows`.
 
     With ``grad_rows`` of shape ``(3K - 1, M)``, the parameters' cotangents are written into
     it, widths, heights then derivatives, and returned as its views.
+
+    In the relative position :math:`\xi`, the forward spline is :math:`y = y_k + h R` with
+    :math:`R = (s \xi^2 + d_0 t) / D`, :math:`t = \xi (1 - \xi)`, :math:`D = s + c t`,
+    :math:`c = d_0 + d_1 - 2 s`, and its log-derivative is :math:`L = \log (s^2 N / D^2)` with
+    :math:`N = d_1 \xi^2 + 2 s t + d_0 (1 - \xi)^2`. The partial derivatives below are those
+    of :math:`R` and :math:`L` in :math:`\xi, s, d_0, d_1`, grouped to share products.
     """
     (
-        below, onehot, p, starts, base, lengths, raw_derivatives, knot_derivatives, inside,
+        below, onehot, p, learned, own, lengths, shifted, knot_derivatives, inside,
         s, xi, omx, t, xi2, ratio, derivative, numerator, denominator, curvature,
     ) = saved  # fmt: skip
+    bins = p.shape[1]
+    span, _ = _span_and_floor(bins, bound, slope)
+    c = _constants(bins, bound, slope, xi.dtype, xi.device)
     w, h = lengths.unbind(0)
     d0, d1 = knot_derivatives.unbind(0)
     slope_change = omx - xi  # 1 - 2 xi
-    # Partial derivatives of the log-derivative L = log(s^2 N / D^2) of the forward
-    # spline, with N the numerator and D the denominator, in the relative position xi.
-    inv_n, inv_d = 1 / numerator, 1 / denominator
-    n_xi = 2 * (d1 * xi + s * slope_change - d0 * omx)
-    l_xi = n_xi * inv_n - 2 * curvature * slope_change * inv_d
+    inv_n, inv_d = numerator.reciprocal(), denominator.reciprocal()
+    # dL/dxi / 2 = (d1 xi - d0 (1 - xi) + s (1 - 2 xi)) / N - c (1 - 2 xi) / D
+    half_l_xi = torch.addcmul(d1 * xi, s, slope_change).addcmul_(d0, omx, value=-1.0)
+    half_l_xi.mul_(inv_n).addcmul_(curvature * slope_change, inv_d, value=-1.0)
     if inverse:
         # The cotangents of x = f^-1(y) and -L(x) are those of (f(x), L(x)) at
-        # ((gl L_x - gx) / f'(x), -gl), by the implicit function theorem.
-        gy = (grad_ladj * l_xi / w - grad_out) / derivative
-        gl = -grad_ladj
-        grad_v = torch.where(inside, -gy, grad_out)
+        # ((gl L_xi / w - gx) / f'(x), -gl), by the implicit function theorem; the sign is
+        # flipped after the gradient of v is taken.
+        gy = torch.addcdiv(grad_out, grad_ladj * half_l_xi, w, value=-2.0).div_(derivative)
+        grad_v = torch.where(inside, gy, grad_out)
+        gy = torch.where(inside, gy, c.zero).neg_()
+        gl = torch.where(inside, grad_ladj, c.zero).neg_()
     else:
-        gy, gl = grad_out, grad_ladj
-    gy = torch.where(inside, gy, 0.0)
-    gl = torch.where(inside, gl, 0.0)
-    # The cotangents of xi, s, d_k and d_{k+1}.
-    g_xi = gy * w * derivative + gl * l_xi
+        gy = torch.where(inside, grad_out, c.zero)
+        gl = torch.where(inside, grad_ladj, c.zero)
+    g_xi = torch.mul(gy, w).mul_(derivative).addcmul_(gl, half_l_xi, value=2.0)
     g_x = g_xi / w
     if not inverse:
         grad_v = torch.where(inside, g_x, grad_out)
     if not parameters:
         return grad_v, None, None
-    ah = gy * h * inv_d
-    gl_n, gl_d = gl * inv_n, 2 * gl * inv_d
-    one_m2t = 1 - 2 * t
-    g_s = ah * (xi2 - ratio * one_m2t) + 2 * gl / s + 2 * t * gl_n - gl_d * one_m2t
-    g_d1 = gl_n * xi2 - (ah * ratio + gl_d) * t
-    g_d0 = g_d1 + ah * t + gl_n * slope_change
+    ah = torch.mul(gy, h).mul_(inv_d)  # the cotangent of R, over D
+    gl_n = gl * inv_n
+    one_m2t = torch.addcmul(c.one, t, c.one, value=-2.0)
+    # dR/ds = (xi^2 - R (1 - 2t)) / D, dL/ds = 2 (1/s + t/N - (1 - 2t)/D)
+    g_s = torch.addcmul(xi2, ratio, one_m2t, value=-1.0).mul_(ah)
+    half_l_s = s.reciprocal().addcmul_(t, inv_n).addcmul_(one_m2t, inv_d, value=-1.0)
+    g_s.addcmul_(gl, half_l_s, value=2.0)
+    # dR/dd1 = -R t / D, dL/dd1 = xi^2 / N - 2 t / D; d0 differs by t / D and (1 - 2 xi) / N.
+    through_d = torch.mul(ah, ratio).addcmul_(gl, inv_d, value=2.0)
+    g_d1 = torch.mul(gl_n, xi2).addcmul_(t, through_d, value=-1.0)
+    g_d0 = torch.addcmul(g_d1, ah, t).addcmul_(gl_n, slope_change)
 
     # The softmax probability p_i of a width reaches the element through x_k (i < k) and
     # w_k (i = k), each with the factor span; likewise the heights. With g_i its
     # cotangent, the raw width's is p_i (g_i - sum_j p_j g_j), where the sum is
-    # g(x_k) S sum_{i<k} p_i + g(w_k) S p_k = g(x_k) (x_k - x_k^0) + g(w_k) (w_k - f).
-    bins = p.shape[1]
-    span, floor = 2 * bound * (1 - bins * slope), 2 * bound * slope
+    # g(x_k) S sum_{i<k} p_i + g(w_k) S p_k.
     g_starts = torch.stack((-g_x, gy))
-    g_lengths = torch.stack((-(g_xi * xi + g_s * s) / w, torch.addcmul(g_s / w, gy, ratio)))
-    g_own = g_lengths * (lengths - floor)  # g(w_k) S p_k
-    mean = torch.addcmul(g_own, g_starts, starts - base)  # sum_j p_j g_j
+    g_s_w = g_s / w
+    g_lengths = torch.stack(
+        (torch.mul(g_x, xi).addcmul_(g_s_w, s).neg_(), torch.addcmul(g_s_w, gy, ratio))
+    )
+    g_own = g_lengths * own
+    minus_mean = torch.addcmul(g_own, g_starts, learned, value=span).neg_()
     g_sizes_out = None if grad_rows is None else grad_rows[: 2 * bins].view(2, bins, -1)
     g_inner_out = None if grad_rows is None else grad_rows[2 * bins :]
     g_sizes = torch.addcmul(
-        -mean.unsqueeze(1), below, g_starts.unsqueeze(1), value=span, out=g_sizes_out
+        minus_mean.unsqueeze(1), below, g_starts.unsqueeze(1), value=span, out=g_sizes_out
     )
     g_sizes.mul_(p).addcmul_(onehot, g_own.unsqueeze(1))
     # Interior knot derivatives, through the softplus; the boundary ones are constants.
-    g_knots = torch.stack((g_d0, g_d1))
-    g_knots = g_knots * torch.sigmoid(raw_derivatives + derivative_offset(slope))
+    g_knots = torch.stack((g_d0, g_d1)).mul_(torch.sigmoid(shifted))
     g_inner = torch.mul(onehot[1:], g_knots[0], out=g_inner_out)
     g_inner.addcmul_(onehot[:-1], g_knots[1])
     return grad_v, g_sizes, g_inner
