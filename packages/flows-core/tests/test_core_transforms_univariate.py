@@ -75,6 +75,26 @@ def test_monotonic_affine_broadcasts_parameters_over_inputs(dtype):
     assert y.shape == ladj.shape == (4, 3)
 
 
+def test_monotonic_affine_first_built_in_inference_mode_still_trains(device):
+    # Its constants are cached per slope, dtype and device: built in inference mode first
+    # (a slope no other test uses), they must still serve transforms that autograd records.
+    shift = torch.zeros(4, dtype=torch.float64, device=device)
+    with torch.inference_mode():
+        MonotonicAffineTransform(shift, torch.zeros_like(shift), slope=0.0123)
+    scale = torch.randn(4, dtype=torch.float64, device=device, requires_grad=True)
+    y, ladj = MonotonicAffineTransform(shift, scale, slope=0.0123).call_and_ladj(shift + 1)
+    (y.sum() + ladj.sum()).backward()
+    bound = -math.log(0.0123)
+    expected = torch.cosh(scale.detach() / bound) ** -2 * (torch.exp(ladj.detach()) + 1)
+    torch.testing.assert_close(scale.grad, expected)
+
+
+def test_monotonic_affine_accepts_integer_parameters():
+    t = MonotonicAffineTransform(torch.tensor(1), torch.tensor(1))
+    bound = -math.log(1e-3)
+    torch.testing.assert_close(t.log_scale, torch.tensor(math.tanh(1 / bound) * bound))
+
+
 def test_softclip_maps_into_bound(dtype):
     t = SoftclipTransform(bound=2.0)
     x = torch.tensor([-1e8, -3.0, 0.0, 3.0, 1e8], dtype=dtype)

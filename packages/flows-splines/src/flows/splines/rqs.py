@@ -258,9 +258,10 @@ def _constants(
     matrix = [[span * (i < k) for i in range(bins)] for k in range(bins + 1)]
     offsets = [[k * floor - bound] for k in range(bins)] + [[math.inf]]
     scalars = (floor, span, -bound, derivative_offset(slope), slope, 0.0, 1.0)
-    return _Constants(
-        *(torch.tensor(t, dtype=dtype, device=device) for t in (matrix, offsets, *scalars))
-    )
+    with torch.inference_mode(False):  # usable later with autograd, wherever first built
+        return _Constants(
+            *(torch.tensor(t, dtype=dtype, device=device) for t in (matrix, offsets, *scalars))
+        )
 
 
 def _span_and_floor(bins: int, bound: float, slope: float) -> tuple[float, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["AdditiveTransform", "MonotonicAffineTransform"]
 
+import functools
 import math
 
 import torch
@@ -53,8 +54,8 @@ class MonotonicAffineTransform(Transform):
         self.shift = shift if isinstance(shift, Tensor) else torch.as_tensor(shift)
         scale = scale if isinstance(scale, Tensor) else torch.as_tensor(scale)
         self.slope = float(slope)
-        bound = -math.log(self.slope)
-        self.log_scale = torch.tanh(scale / bound) * bound
+        inverse, bound = _bounds(self.slope, scale)
+        self.log_scale = torch.tanh(scale * inverse) * bound
 
     def _call(self, x: Tensor) -> Tensor:
         return torch.addcmul(self.shift, x, self.log_scale.exp())
@@ -80,6 +81,30 @@ class MonotonicAffineTransform(Transform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(slope={self.slope:g})"
+
+
+def _bounds(slope: float, like: Tensor) -> tuple[Tensor | float, Tensor | float]:
+    """``1 / bound`` and ``bound = -log(slope)``, as cached tensors like ``like`` in eager mode.
+
+    A Python number in a tensor operation is wrapped into a new tensor at every call (about
+    2 us on CPU), and this transform is built at every layer call and inverse pass.
+    """
+    bound = -math.log(slope)
+    if torch.compiler.is_compiling() or not like.is_floating_point():
+        return 1 / bound, bound
+    return _bound_tensors(slope, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=32)
+def _bound_tensors(
+    slope: float, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    bound = -math.log(slope)
+    with torch.inference_mode(False):  # usable later with autograd, wherever first built
+        return (
+            torch.tensor(1 / bound, dtype=dtype, device=device),
+            torch.tensor(bound, dtype=dtype, device=device),
+        )
 
 
 class AdditiveTransform(Transform):
