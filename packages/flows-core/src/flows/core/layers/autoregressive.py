@@ -38,7 +38,8 @@ class MaskedAutoregressiveTransform(LazyTransform):
     :math:`k` groups of consecutive ranks and each group is transformed given the groups before
     it: ``passes=2`` is a coupling transform. The inverse takes one pass per group; pass
     :math:`k` evaluates only the network outputs of group :math:`k` and inverts only its
-    features (the context's share of the first layer is computed once per inverse).
+    features, and without gradients (sampling) every hidden unit is evaluated once per
+    inverse, in the first pass that can compute it (:mod:`flows.core.layers.stepwise`).
 
     Arguments:
         features: The number of features :math:`F`.

@@ -7,13 +7,17 @@ masks make those read only the hidden units whose receptive fields lie in groups
 group it reads. Sorting each hidden layer's units by that pass makes the units pass :math:`k`
 can compute a prefix of the layer, whose widths are planned once per layer.
 
-A pass then evaluates the prefix of each hidden layer it can compute, the output rows of its
-group only, and the inverse of its group's features only. The first layer's pre-activation is
-kept and updated with each solved group's contribution, the context's share computed once.
+A pass then evaluates only the hidden units it needs, the output rows of its group, and the
+inverse of its group's features. The first layer's pre-activation is kept and updated with
+each solved group's contribution, the context's share computed once.
 
-(Evaluating each unit only once, in the first pass that can compute it, into buffers that
-later passes read, saves multiply-adds but was measured slower on CPU at batch 1024: writing
-the new units into column slices of the buffers cost more than the smaller products saved.)
+- Without gradients (sampling), each hidden unit is evaluated once, in the first pass that can
+  compute it, into a buffer that later passes read: over the whole inverse the hidden layers
+  cost one forward call. The buffers are laid out units first, ``(H, N)``, so that a pass's
+  new units are a block of rows that a product writes in place, and its output rows come out
+  parameters first, the layout :meth:`UnivariateLayout.build_parameters_first` takes whole.
+- With gradients (no in-place writes), a pass evaluates the prefix of each hidden layer it can
+  compute.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def plan_hidden_units(
 
 
 class _Step(NamedTuple):
-    """What pass :math:`k` reads."""
+    """What pass :math:`k` reads, with gradients: the prefixes of the hidden layers."""
 
     width: int  # the number of units of the first hidden layer computable by this pass
     # The next hidden layers' computable units: their weights (over the previous layer's
@@ -97,14 +101,29 @@ class _Step(NamedTuple):
     feature_rows: Tensor  # the group's features' weights in the first layer, transposed
 
 
+class _NewUnitsStep(NamedTuple):
+    """What pass :math:`k` reads, without gradients: the units first computable in it."""
+
+    start: int  # the first hidden layer's units start:stop are first computable in this pass
+    stop: int
+    # The next hidden layers': (start, stop, their weights over the previous layer's
+    # computable units, their biases as a column).
+    hidden: list[tuple[int, int, Tensor, Tensor]]
+    # The output rows of the group, parameters first, over the last hidden layer's computable
+    # units, and their biases as a column.
+    last: tuple[Tensor, Tensor]
+    feature_columns: Tensor  # the group's features' weights in the first layer (H, size)
+
+
 @dataclasses.dataclass
 class StepwisePlan:
     """The weights the passes read, and the tensors they were computed from."""
 
     sources: list[tuple[Tensor, int, int]]
-    bias: Tensor
+    new_units: bool  # the plan of the passes without gradients
+    bias: Tensor  # the first layer's bias, a row (with gradients) or a column (without)
     context_weight: Tensor | None
-    steps: list[_Step]
+    steps: list[Any]  # _Step with gradients, _NewUnitsStep without
 
 
 def stepwise_plan(
@@ -117,9 +136,9 @@ def stepwise_plan(
     """
     tensors = [t for linear in linears for t in (linear.weight, linear.mask, linear.bias)]
     cached = layer._plan_cache
-    caching = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    new_units = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
     if (
-        caching
+        new_units
         and cached is not None
         and len(cached.sources) == len(tensors)
         and all(
@@ -142,32 +161,52 @@ def stepwise_plan(
         biases.append(linear.bias.index_select(0, rows))
         columns = rows
     first = weights[0]
-    # The features' columns, transposed, in group order: group k's rows are a block.
-    feature_rows = first[:, :features].T.index_select(0, layer._group_features).split(sizes)
+    # The features' columns in group order: group k's columns are a block.
+    feature_columns = first[:, :features].index_select(1, layer._group_features).split(sizes, 1)
     last_weights = weights[-1].split([size * total for size in sizes])
     last_biases = biases[-1].split([size * total for size in sizes])
-    steps = []
-    for k in range(len(sizes)):
-        hidden = []
-        for i in range(1, len(linears) - 1):
-            width = widths[i][k]
-            hidden.append((weights[i][:width, : widths[i - 1][k]], biases[i][:width]))
+    steps: list[Any] = []
+    for k, size in enumerate(sizes):
         width = widths[-1][k]
-        steps.append(
-            _Step(
-                width=widths[0][k],
-                hidden=hidden,
-                last=(last_weights[k][:, :width], last_biases[k]),
-                feature_rows=feature_rows[k],
+        if new_units:
+            hidden = []
+            for i in range(1, len(linears) - 1):
+                start, stop = widths[i][k - 1] if k else 0, widths[i][k]
+                weight = weights[i][start:stop, : widths[i - 1][k]]
+                hidden.append((start, stop, weight, biases[i][start:stop, None]))
+            # The group's output rows, feature-major, reordered parameters first.
+            weight = last_weights[k][:, :width].unflatten(0, (size, total)).transpose(0, 1)
+            bias = last_biases[k].view(size, total).T
+            steps.append(
+                _NewUnitsStep(
+                    start=widths[0][k - 1] if k else 0,
+                    stop=widths[0][k],
+                    hidden=hidden,
+                    last=(weight.reshape(total * size, width), bias.reshape(-1, 1)),
+                    feature_columns=feature_columns[k],
+                )
             )
-        )
+        else:
+            hidden = [
+                (weights[i][: widths[i][k], : widths[i - 1][k]], biases[i][: widths[i][k]])
+                for i in range(1, len(linears) - 1)
+            ]
+            steps.append(
+                _Step(
+                    width=widths[0][k],
+                    hidden=hidden,
+                    last=(last_weights[k][:, :width], last_biases[k]),
+                    feature_rows=feature_columns[k].T,
+                )
+            )
     plan = StepwisePlan(
         sources=[(t, t._version, t.data_ptr()) for t in tensors],
-        bias=biases[0].unsqueeze(0),
+        new_units=new_units,
+        bias=biases[0].unsqueeze(1 if new_units else 0),
         context_weight=first[:, features:] if layer.context else None,
         steps=steps,
     )
-    layer._plan_cache = plan if caching else None
+    layer._plan_cache = plan if new_units else None
     return plan
 
 
@@ -182,29 +221,59 @@ def stepwise_inverse(
     widths = layer._hidden_widths
     if widths is None:
         return None
-    modules = list(layer.hyper)  # type: ignore[arg-type]
-    # Bound methods: the loop runs once per group, its Python overhead counts.
-    activations = [activation.forward for activation in modules[1::2]]
+    modules = list(layer.hyper)
+    activations = modules[1::2]
     plan = stepwise_plan(layer, modules[0::2], widths)
-    features, total = layer.features, layer.layout.total
+    features = layer.features
 
     batch = y.shape[:-1]
     if c is not None and c.shape[:-1] != batch:
         batch = torch.broadcast_shapes(batch, c.shape[:-1])
         y = y.expand(*batch, features)
     y = y.reshape(-1, features).index_select(1, layer._group_features)
-    n = y.shape[0]
+    if c is not None:
+        c = c.expand(*batch, c.shape[-1]).reshape(-1, c.shape[-1])
+    passes = _passes_on_new_units if plan.new_units else _passes_on_prefixes
+    pieces, ladjs = passes(layer, plan, activations, y, c, with_ladj)
+
+    x = torch.cat(pieces, dim=-1).index_select(1, layer._group_inverse)
+    x = x.reshape(*batch, features)
+    if not with_ladj:
+        return x, None
+    return x, torch.cat(ladjs, dim=-1).sum(dim=-1).reshape(batch)
+
+
+def _invert_group(transform: Any, y_k: Tensor, with_ladj: bool, ladjs: list[Tensor]) -> Tensor:
+    """The group's features from its outputs; appends the log-determinant to ``ladjs``."""
+    if with_ladj:
+        x_k, ladj = inverse_and_ladj(transform, y_k)
+        ladjs.append(ladj if transform.domain.event_dim == 0 else ladj.unsqueeze(-1))
+        return x_k
+    if isinstance(transform, Transform):
+        return transform._inverse(y_k)
+    return transform.inv(y_k)
+
+
+def _passes_on_prefixes(
+    layer: MaskedAutoregressiveTransform,
+    plan: StepwisePlan,
+    activations: list[Any],
+    y: Tensor,
+    c: Tensor | None,
+    with_ladj: bool,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The passes with gradients: each evaluates the hidden prefixes it can compute."""
+    n, total = y.shape[0], layer.layout.total
+    # Bound methods: the loop runs once per group, its Python overhead counts.
+    activations = [activation.forward for activation in activations]
     if plan.context_weight is None or c is None:
         # Nothing but the bias before the first group is solved: one row serves the batch.
         h = plan.bias
     else:
-        c = c.expand(*batch, c.shape[-1]).reshape(-1, c.shape[-1])
         h = torch.addmm(plan.bias, c, plan.context_weight.T)
-
     pieces: list[Tensor] = []
     ladjs: list[Tensor] = []
     groups = len(plan.steps)
-    in_place = not torch.is_grad_enabled()
     for k, (y_k, step) in enumerate(zip(y.split(layer._group_sizes, 1), plan.steps, strict=True)):
         a = _computable_prefix(step, h, activations)
         phi = F.linear(a, *step.last)
@@ -212,26 +281,74 @@ def stepwise_inverse(
         if phi.shape[0] != n:
             phi = phi.expand(n, size * total)
         transform = layer.layout.build(phi.view(n, size, total))
-        if with_ladj:
-            x_k, ladj = inverse_and_ladj(transform, y_k)
-            ladjs.append(ladj if transform.domain.event_dim == 0 else ladj.unsqueeze(-1))
-        elif isinstance(transform, Transform):
-            x_k = transform._inverse(y_k)
-        else:
-            x_k = transform.inv(y_k)
-        pieces.append(x_k)
+        pieces.append(x_k := _invert_group(transform, y_k, with_ladj, ladjs))
+        if k + 1 < groups:
+            h = torch.addmm(h, x_k, step.feature_rows)
+    return pieces, ladjs
+
+
+def _passes_on_new_units(
+    layer: MaskedAutoregressiveTransform,
+    plan: StepwisePlan,
+    activations: list[Any],
+    y: Tensor,
+    c: Tensor | None,
+    with_ladj: bool,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The passes without gradients: each hidden unit once, into units-first buffers."""
+    n, total = y.shape[0], layer.layout.total
+    if plan.context_weight is None or c is None:
+        h = plan.bias  # a column shared by the batch until the first group is solved
+        owned = False
+    else:
+        h = torch.addmm(plan.bias, plan.context_weight, c.T)  # (H, N)
+        owned = True
+    in_place = [_in_place(activation) for activation in activations]
+    buffers = [y.new_empty(widths[-1], n) for widths in layer._hidden_widths[1:]]
+    pieces: list[Tensor] = []
+    ladjs: list[Tensor] = []
+    groups = len(plan.steps)
+    for k, (y_k, step) in enumerate(zip(y.split(layer._group_sizes, 1), plan.steps, strict=True)):
+        if step.stop > step.start:
+            if not owned:
+                h, owned = h.expand(-1, n).clone(), True
+            # These pre-activations are final: no later group feeds these units.
+            in_place[0](h[step.start : step.stop])
+        a, width = h, step.stop
+        for (start, stop, weight, bias), buffer, activate in zip(
+            step.hidden, buffers, in_place[1:], strict=True
+        ):
+            if stop > start:
+                rows = buffer[start:stop]
+                torch.addmm(bias, weight, a[:width], out=rows)
+                activate(rows)
+            a, width = buffer, stop
+        phi = torch.addmm(step.last[1], step.last[0], a[:width])
+        size = y_k.shape[1]
+        if phi.shape[1] != n:
+            phi = phi.expand(total * size, n)
+        transform = layer.layout.build_parameters_first(phi.view(total, size, n), (n,))
+        pieces.append(x_k := _invert_group(transform, y_k, with_ladj, ladjs))
         if k + 1 == groups:
             break
-        if in_place and k > 0:
-            h.addmm_(x_k, step.feature_rows)  # h is ours since pass 0, and nothing saved it
+        if owned:
+            # Only the units not computed yet read this group's features.
+            later = step.feature_columns[step.stop :]
+            h[step.stop :].addmm_(later, x_k.T)
         else:
-            h = torch.addmm(h, x_k, step.feature_rows)
+            h, owned = torch.addmm(h, step.feature_columns, x_k.T), True
+    return pieces, ladjs
 
-    x = torch.cat(pieces, dim=-1).index_select(1, layer._group_inverse)
-    x = x.reshape(*batch, features)
-    if not with_ladj:
-        return x, None
-    return x, torch.cat(ladjs, dim=-1).sum(dim=-1).reshape(batch)
+
+def _in_place(activation: nn.Module) -> Any:
+    """A function applying ``activation`` in place to a block of a buffer."""
+    if type(activation) is nn.ReLU:
+        return torch.relu_
+
+    def apply(block: Tensor) -> None:
+        block.copy_(activation(block))
+
+    return apply
 
 
 def _computable_prefix(step: _Step, h: Tensor, activations: list[Any]) -> Tensor:
