@@ -72,6 +72,17 @@ def test_samples_have_the_event_shape_and_finite_density(case, dtype, device):
     assert log_p.shape == (6,) and torch.isfinite(log_p).all()
 
 
+@pytest.mark.parametrize("gradients", [True, False], ids=["grad", "no_grad"])
+def test_empty_batches_give_empty_results(case, gradients, dtype, device):
+    flow, features, _, c = case
+    with torch.set_grad_enabled(gradients):
+        x = flow(c).sample((0,))
+        log_p = flow(c).log_prob(torch.randn(0, features, dtype=dtype, device=device))
+    assert x.shape == (0, features) and log_p.shape == (0,)
+    if gradients:
+        log_p.sum().backward()  # an empty graph still backpropagates
+
+
 @pytest.mark.parametrize("name", FLOWS)
 def test_sample_log_prob_is_consistent_with_log_prob(name, dtype, device):
     flow, _, _, c = build(name, dtype, device)

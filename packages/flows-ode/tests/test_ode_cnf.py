@@ -99,6 +99,16 @@ def test_cnf_sample_and_log_prob_shapes(dtype, device):
     assert z.shape == (7, 3) and unconditional().log_prob(z).shape == (7,)
 
 
+def test_cnf_empty_batches_give_empty_results(dtype, device):
+    # The solver's step-size control cannot run on an empty state: nothing is integrated.
+    flow = CNF(3, context=2, **FAST).to(dtype=dtype, device=device)
+    c = torch.randn(2, dtype=dtype, device=device)
+    with torch.no_grad():
+        x, log_q = flow(c).rsample_and_log_prob((0,))
+    log_p = flow(c).log_prob(torch.randn(0, 3, dtype=dtype, device=device))
+    assert x.shape == (0, 3) and log_q.shape == (0,) and log_p.shape == (0,)
+
+
 def test_cnf_density_integrates_to_one(dtype, device):
     torch.manual_seed(3)
     flow = CNF(1, hidden_features=(8,), atol=1e-6, rtol=1e-5).to(dtype=dtype, device=device)

@@ -45,6 +45,21 @@ def test_preset_shapes_and_log_prob_of_samples(name, dtype, device):
     assert flow(cs).log_prob(torch.randn(5, 3, dtype=dtype, device=device)).shape == (5,)
 
 
+@pytest.mark.parametrize("gradients", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("context", [0, 2])
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_empty_batches_give_empty_results(name, context, gradients):
+    torch.manual_seed(0)
+    flow = PRESETS[name](features=3, context=context)
+    c = torch.randn(context) if context else None
+    with torch.set_grad_enabled(gradients):
+        x, log_q = flow(c).rsample_and_log_prob((0,))
+        log_p = flow(c).log_prob(torch.randn(0, 3))
+    assert x.shape == (0, 3) and log_q.shape == (0,) and log_p.shape == (0,)
+    if gradients:
+        (log_p.sum() + log_q.sum()).backward()
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_transform_inverse_round_trip(name):
     # Sampling applies f^{-1}: it must undo f on data (for NAF/UNAF, within their bisection

@@ -199,6 +199,11 @@ class FreeFormJacobianTransform(Transform):
         return x.expand(*batch, x.shape[-1])
 
     def _solve(self, func: Callable[..., Any], state: Any, times: Tensor) -> Any:
+        states = state if isinstance(state, tuple) else (state,)
+        if states[0].numel() == 0:
+            # Nothing moves (and the solver's step-size control fails on an empty state).
+            path = tuple(s.expand(len(times), *s.shape) for s in states)
+            return path if isinstance(state, tuple) else path[0]
         # The seminorm leaves the parameters' adjoints out of the backward solve's error
         # control: they never feed back into the dynamics, and controlling them only adds steps.
         return odeint_adjoint(

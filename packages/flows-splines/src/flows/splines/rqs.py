@@ -196,7 +196,8 @@ class _BatchLayout:
         ps = tuple(p.expand(*self.shape, p.shape[-1]) for p in ps)
         stacked = torch.stack(ps) if len(ps) > 1 else ps[0].unsqueeze(0)
         order = (i + 1 for i in self.order)
-        return stacked.permute(0, -1, *order).reshape(len(ps), -1, self.elements)
+        # Explicit sizes: an empty batch leaves a -1 ambiguous.
+        return stacked.permute(0, -1, *order).reshape(len(ps), ps[0].shape[-1], self.elements)
 
     def flat(self, v: Tensor) -> Tensor:
         """``v`` broadcast to the batch, flattened in the walking order: ``(M,)``."""
@@ -217,12 +218,14 @@ class _RowsLayout:
     def __init__(self, batch: tuple[int, ...], features: int) -> None:
         self.shape = (*batch, features)
         self.samples = math.prod(batch)
+        self.features = features
 
     def flat(self, v: Tensor) -> Tensor:
-        return v.reshape(self.samples, -1).T.reshape(-1)
+        # Explicit sizes: an empty batch leaves a -1 ambiguous.
+        return v.reshape(self.samples, self.features).T.reshape(-1)
 
     def unflat(self, t: Tensor) -> Tensor:
-        return t.view(-1, self.samples).T.view(self.shape)
+        return t.view(self.features, self.samples).T.view(self.shape)
 
 
 class _Constants(NamedTuple):
@@ -437,7 +440,7 @@ def _spline_rows_backward(
     )
     g_own = g_lengths * own
     minus_mean = torch.addcmul(g_own, g_starts, learned, value=span).neg_()
-    g_sizes_out = None if grad_rows is None else grad_rows[: 2 * bins].view(2, bins, -1)
+    g_sizes_out = None if grad_rows is None else grad_rows[: 2 * bins].view(p.shape)
     g_inner_out = None if grad_rows is None else grad_rows[2 * bins :]
     g_sizes = torch.addcmul(
         minus_mean.unsqueeze(1), below, g_starts.unsqueeze(1), value=span, out=g_sizes_out
@@ -509,9 +512,14 @@ def _evaluate_rows(
     """:func:`_spline_rows` on parameters given parameters first, ``rows (3K - 1, F, N)``."""
     bins = (rows.shape[0] + 1) // 3
     layout = _RowsLayout(v.shape[:-1], rows.shape[1])
-    flat = rows.reshape(rows.shape[0], -1)
+    flat = rows.flatten(1)
     out, ladj, saved = _spline_rows(
-        layout.flat(v), flat[: 2 * bins].view(2, bins, -1), flat[2 * bins :], bound, slope, inverse
+        layout.flat(v),
+        flat[: 2 * bins].unflatten(0, (2, bins)),
+        flat[2 * bins :],
+        bound,
+        slope,
+        inverse,
     )
     return layout.unflat(out), layout.unflat(ladj), layout, saved
 

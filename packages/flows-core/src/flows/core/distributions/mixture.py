@@ -78,6 +78,8 @@ class Mixture(Distribution):
             components = self.logits.shape[-1]
             # Draw every component, then pick one per sample: no data-dependent shapes.
             draws = self.base.expand((*self.batch_shape, components)).sample(sample_shape)
+            if sample_shape.numel() == 0:  # Categorical refuses to draw nothing
+                return draws.select(len(shape), 0)
             index = Categorical(logits=self.logits).sample(sample_shape).expand(shape)
             index = index.reshape(*shape, 1, *(1,) * len(self.event_shape))
             index = index.expand(*shape, 1, *self.event_shape)

@@ -112,6 +112,11 @@ class BoxUniform(Independent):
             raise ValueError(f"ndims must be an int in [1, {lower.dim()}], got {ndims!r}")
         super().__init__(Uniform(lower, upper, validate_args=False), ndims, validate_args=False)
 
+    def log_prob(self, x: Tensor) -> Tensor:
+        # Summed over the event by dimension: Independent's reshape fails on empty batches.
+        dims = tuple(range(-self.reinterpreted_batch_ndims, 0))
+        return self.base_dist.log_prob(x).sum(dims)
+
     @property
     def lower(self) -> Tensor:
         return self.base_dist.low
