@@ -20,7 +20,6 @@ from __future__ import annotations
 
 __all__ = ["MonotonicRQSTransform"]
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import constraints
 
+from flows.core.constants import cached_constants
 from flows.core.layers.univariate import parameters_from_rows
 from flows.core.transforms.base import Transform
 
@@ -229,12 +229,8 @@ class _RowsLayout:
 
 
 class _Constants(NamedTuple):
-    """The numbers the spline arithmetic uses, as tensors of the data's dtype and device.
-
-    A Python number in a tensor operation is wrapped into a new tensor and converted at every
-    call (four more dispatcher calls, about 2 us on CPU); the spline does a few dozen such
-    operations per evaluation.
-    """
+    """The numbers the spline arithmetic uses (as tensors, see :mod:`flows.core.constants`:
+    the spline does a few dozen operations with them per evaluation)."""
 
     matrix: Tensor  # (K + 1, K): bin probabilities to the learned part of the left knots
     offsets: Tensor  # (K + 1, 1): the rest of the left knots, and +inf
@@ -247,10 +243,8 @@ class _Constants(NamedTuple):
     one: Tensor
 
 
-@functools.lru_cache(maxsize=64)
-def _constants(
-    bins: int, bound: float, slope: float, dtype: torch.dtype, device: torch.device
-) -> _Constants:
+@cached_constants
+def _constants(bins: int, bound: float, slope: float) -> _Constants:
     r"""The constants of a spline; the knot map gives the left knots of the bins.
 
     Row :math:`k < K` of the map gives :math:`x_k = -B + k f + S (p_0 + \dots + p_{k-1})`,
@@ -260,11 +254,9 @@ def _constants(
     span, floor = _span_and_floor(bins, bound, slope)
     matrix = [[span * (i < k) for i in range(bins)] for k in range(bins + 1)]
     offsets = [[k * floor - bound] for k in range(bins)] + [[math.inf]]
-    scalars = (floor, span, -bound, derivative_offset(slope), slope, 0.0, 1.0)
-    with torch.inference_mode(False):  # usable later with autograd, wherever first built
-        return _Constants(
-            *(torch.tensor(t, dtype=dtype, device=device) for t in (matrix, offsets, *scalars))
-        )
+    return _Constants(
+        matrix, offsets, floor, span, -bound, derivative_offset(slope), slope, 0.0, 1.0
+    )
 
 
 def _span_and_floor(bins: int, bound: float, slope: float) -> tuple[float, float]:
@@ -295,8 +287,7 @@ def _spline_rows(
     """
     bins = sizes.shape[1]
     span, _ = _span_and_floor(bins, bound, slope)
-    build = _constants.__wrapped__ if torch.compiler.is_compiling() else _constants
-    c = build(bins, bound, slope, v.dtype, v.device)
+    c = _constants(bins, bound, slope, like=v)
     p = torch.softmax(sizes, dim=1)  # (2, K, M)
     clamped = v.clamp(-bound, bound)
     inside = clamped == v
@@ -392,7 +383,7 @@ def _spline_rows_backward(
     ) = saved  # fmt: skip
     bins = p.shape[1]
     span, _ = _span_and_floor(bins, bound, slope)
-    c = _constants(bins, bound, slope, xi.dtype, xi.device)
+    c = _constants(bins, bound, slope, like=xi)
     w, h = lengths.unbind(0)
     d0, d1 = knot_derivatives.unbind(0)
     slope_change = omx - xi  # 1 - 2 xi

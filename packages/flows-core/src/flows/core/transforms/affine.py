@@ -4,13 +4,13 @@ from __future__ import annotations
 
 __all__ = ["AdditiveTransform", "MonotonicAffineTransform"]
 
-import functools
 import math
 
 import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from flows.core.constants import cached_constants
 from flows.core.transforms.base import Transform
 
 
@@ -54,7 +54,7 @@ class MonotonicAffineTransform(Transform):
         self.shift = shift if isinstance(shift, Tensor) else torch.as_tensor(shift)
         scale = scale if isinstance(scale, Tensor) else torch.as_tensor(scale)
         self.slope = float(slope)
-        inverse, bound = _bounds(self.slope, scale)
+        inverse, bound = _bounds(self.slope, like=scale)
         self.log_scale = torch.tanh(scale * inverse) * bound
 
     def _call(self, x: Tensor) -> Tensor:
@@ -83,28 +83,12 @@ class MonotonicAffineTransform(Transform):
         return f"{type(self).__name__}(slope={self.slope:g})"
 
 
-def _bounds(slope: float, like: Tensor) -> tuple[Tensor | float, Tensor | float]:
-    """``1 / bound`` and ``bound = -log(slope)``, as cached tensors like ``like`` in eager mode.
-
-    A Python number in a tensor operation is wrapped into a new tensor at every call (about
-    2 us on CPU), and this transform is built at every layer call and inverse pass.
-    """
+@cached_constants
+def _bounds(slope: float) -> tuple[float, float]:
+    """``1 / bound`` and ``bound = -log(slope)``: the transform is built at every layer call
+    and inverse pass, so its numbers are cached tensors."""
     bound = -math.log(slope)
-    if torch.compiler.is_compiling() or not like.is_floating_point():
-        return 1 / bound, bound
-    return _bound_tensors(slope, like.dtype, like.device)
-
-
-@functools.lru_cache(maxsize=32)
-def _bound_tensors(
-    slope: float, dtype: torch.dtype, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    bound = -math.log(slope)
-    with torch.inference_mode(False):  # usable later with autograd, wherever first built
-        return (
-            torch.tensor(1 / bound, dtype=dtype, device=device),
-            torch.tensor(bound, dtype=dtype, device=device),
-        )
+    return 1 / bound, bound
 
 
 class AdditiveTransform(Transform):
