@@ -4,9 +4,14 @@ from __future__ import annotations
 
 __all__ = ["LayerSequence"]
 
+import functools
 from collections import OrderedDict
+from collections.abc import Callable
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
 
 
 class LayerSequence(nn.Sequential):
@@ -14,9 +19,58 @@ class LayerSequence(nn.Sequential):
 
     :class:`torch.nn.Sequential` builds a slice by calling the constructor of its class with
     the layers, which subclasses with their own constructor arguments do not accept.
+
+    An activation that directly follows one of this package's linear layers runs in place on
+    the layer's fresh output when it is a :class:`torch.nn.ReLU`, :class:`torch.nn.LeakyReLU`
+    or :class:`torch.nn.ELU` without hooks: these compute their gradient from their result,
+    so nothing autograd needs is overwritten, and each hidden layer saves the allocation of
+    its activations (on CPU, also the page faults of a fresh block).
     """
 
     def __getitem__(self, idx: int | slice) -> nn.Module:
         if isinstance(idx, slice):
             return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
         return super().__getitem__(idx)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._run(x, len(self))
+
+    def forward_hidden(self, x: Tensor) -> Tensor:
+        """The output of every layer but the last: the last hidden features."""
+        return self._run(x, len(self) - 1)
+
+    def _run(self, x: Tensor, stop: int) -> Tensor:
+        fresh = False
+        for i, layer in enumerate(self._modules.values()):
+            if i == stop:
+                break
+            activate = _in_place(layer) if fresh else None
+            x = layer(x) if activate is None else activate(x)
+            fresh = _has_fresh_output(layer)
+        return x
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks)
+
+
+def _has_fresh_output(layer: nn.Module) -> bool:
+    """Whether ``layer`` returns a new tensor that nothing else holds (no hook can see it)."""
+    from .linear import Linear
+    from .masked import MaskedLinear
+
+    return isinstance(layer, (Linear, MaskedLinear)) and not _hooked(layer)
+
+
+def _in_place(activation: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The in-place form of ``activation``, if its backward reads only its result."""
+    kind = type(activation)
+    if _hooked(activation):
+        return None
+    if kind is nn.ReLU:
+        return torch.relu_
+    if kind is nn.LeakyReLU:
+        return functools.partial(F.leaky_relu_, negative_slope=activation.negative_slope)
+    if kind is nn.ELU:
+        return functools.partial(F.elu_, alpha=activation.alpha)
+    return None

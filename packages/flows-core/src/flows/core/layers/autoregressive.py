@@ -173,10 +173,8 @@ class MaskedAutoregressiveTransform(LazyTransform):
         # The last layer computed transposed, its rows in parameter-major order: each
         # parameter's values come out contiguous over features and samples, for the cost of
         # reordering a small weight.
-        *body, last = self.hyper  # type: ignore[misc]
-        hidden = x
-        for layer in body:
-            hidden = layer(hidden)
+        hidden = self.hyper.forward_hidden(x)
+        last = self.hyper[-1]
         features, total = self.unflattened
         weight = (last.weight * last.mask).view(features, total, -1).transpose(0, 1)
         bias = last.bias.view(features, total).T.reshape(-1, 1)

@@ -1,0 +1,79 @@
+"""Layer sequences: in-place activations after linear layers change no value, gradient or hook."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from flows.nn import MLP, MaskedMLP
+
+ACTIVATIONS = [nn.ReLU, lambda: nn.LeakyReLU(0.2), lambda: nn.ELU(0.7), nn.Tanh]
+
+
+def _reference(net: nn.Module, x: torch.Tensor, stop: int | None = None) -> torch.Tensor:
+    """The layers called one after the other, as modules (never in place)."""
+    for layer in list(net)[:stop]:
+        x = layer(x)
+    return x
+
+
+def _networks(activation, dtype: torch.dtype) -> list[nn.Module]:
+    adjacency = torch.rand(6, 5) < 0.6
+    adjacency[0, 0] = True
+    return [
+        MLP(5, 6, [8, 8], activation=activation).to(dtype),
+        MLP(5, 6, [8, 8], activation=activation, normalize=True).to(dtype),
+        MaskedMLP(adjacency, [12, 12], activation=activation).to(dtype),
+        MaskedMLP(adjacency, [12, 12], activation=activation, residual=True).to(dtype),
+    ]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_outputs_and_gradients_match_the_layers_called_as_modules(
+    activation, dtype: torch.dtype
+) -> None:
+    for net in _networks(activation, dtype):
+        x = torch.randn(4, 3, 5, dtype=dtype, requires_grad=True)
+        y = net(x)
+        expected = _reference(net, x)
+        torch.testing.assert_close(y, expected)
+
+        cotangent = torch.randn_like(y)
+        grads = torch.autograd.grad(y, [x, *net.parameters()], cotangent)
+        expected_grads = torch.autograd.grad(expected, [x, *net.parameters()], cotangent)
+        for g, e in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS[:3])
+def test_in_place_activations_pass_gradcheck(activation) -> None:
+    net = MLP(3, 2, [5, 5], activation=activation).double()
+    # Away from the kinks of ReLU and LeakyReLU, where finite differences are wrong.
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(net, (x,))
+
+
+def test_forward_hidden_is_every_layer_but_the_last() -> None:
+    for net in _networks(nn.ReLU, torch.float32):
+        x = torch.randn(7, 5)
+        hidden = net.forward_hidden(x)
+        torch.testing.assert_close(hidden, _reference(net, x, stop=-1))
+        torch.testing.assert_close(net[-1](hidden), net(x))
+
+
+def test_the_hooks_of_activations_and_linear_layers_see_what_they_would_see() -> None:
+    net = MLP(3, 2, [4], activation=nn.ReLU)
+    seen: dict[str, torch.Tensor] = {}
+    net[0].register_forward_hook(lambda m, args, out: seen.setdefault("linear", out))
+    x = torch.randn(5, 3)
+    net(x)
+    # The linear layer's output, as it returned it: not rectified in place afterwards.
+    torch.testing.assert_close(seen["linear"], net[0](x))
+    assert (seen["linear"] < 0).any()
+
+    calls: list[int] = []
+    net = MLP(3, 2, [4], activation=nn.ReLU)
+    net[1].register_forward_hook(lambda m, args, out: calls.append(1))
+    net(x)
+    assert calls == [1]
