@@ -55,11 +55,11 @@ def _hooked(module: nn.Module) -> bool:
 
 
 def _has_fresh_output(layer: nn.Module) -> bool:
-    """Whether ``layer`` returns a new tensor that nothing else holds (no hook can see it)."""
-    from .linear import Linear
-    from .masked import MaskedLinear
+    """Whether ``layer`` returns a new tensor that nothing else holds (no hook can see it).
 
-    return isinstance(layer, (Linear, MaskedLinear)) and not _hooked(layer)
+    The linear layers of this package say so by the class attribute ``_returns_new_tensor``.
+    """
+    return getattr(type(layer), "_returns_new_tensor", False) and not _hooked(layer)
 
 
 def _in_place(activation: nn.Module) -> Callable[[Tensor], Tensor] | None:

@@ -43,6 +43,9 @@ class Linear(nn.Module):
         torch.Size([8, 5, 32])
     """
 
+    # Its output is a new tensor: a following activation may run in place (LayerSequence).
+    _returns_new_tensor = True
+
     def __init__(
         self,
         in_features: int,

@@ -39,6 +39,9 @@ class MaskedLinear(nn.Module):
         tensor(0.)
     """
 
+    # Its output is a new tensor: a following activation may run in place (LayerSequence).
+    _returns_new_tensor = True
+
     def __init__(self, mask: Tensor, bias: bool = True) -> None:
         super().__init__()
 
