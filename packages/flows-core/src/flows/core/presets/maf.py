@@ -47,7 +47,10 @@ class MAF(Flow):
     The flow stacks ``transforms`` :class:`MaskedAutoregressiveTransform` layers on the base
     :math:`\mathcal{N}(0, I)`. Unless ``randperm``, the features are in ascending order in even
     layers and descending order in odd ones, so each feature is eventually conditioned on every
-    other; an explicit ``order`` is used in even layers and reversed in odd ones.
+    other; an explicit ``order`` is used in even layers and reversed in odd ones. With the
+    default affine transforms, the layers start as random affine maps rather than at the
+    identity (the last layer of each hyper-network keeps its random weights), which measured
+    better fits on multi-modal data.
 
     Arguments:
         features: The number of features :math:`F`.
@@ -97,5 +100,26 @@ class MAF(Flow):
                 {"order": o} for o in alternating_orders(features, transforms, randperm, order)
             ]
         layers = [MaskedAutoregressiveTransform(features, context, **o, **kwargs) for o in orders]
+        if kwargs.get("univariate", "affine") == "affine":
+            for layer in layers:
+                _random_start(layer)
         super().__init__(layers, standard_normal_base(features))
         self.arguments: dict[str, Any] = arguments
+
+
+def _random_start(layer: MaskedAutoregressiveTransform) -> None:
+    """Give the last layer of ``layer``'s hyper-network back its random initial weights.
+
+    The layer starts its network's last layer near zero, so that its transform starts at the
+    identity. For MAF's affine transforms a random start fits better: over twenty seeds of the
+    quality benchmark, the KL on the 2-D circle mixture falls from 0.52 to 0.40 nats and on the
+    banana from 0.145 to 0.079, where the 4-D funnel, the ring and the 8-D mixture change by
+    0.01 to 0.05 (``BENCHMARKS.md``). The bias stays zero.
+    """
+    if layer.hyper is None:
+        return
+    last = layer.hyper[-1]
+    last.reset_parameters()
+    with torch.no_grad():
+        last.bias.zero_()
+
