@@ -122,4 +122,3 @@ def _random_start(layer: MaskedAutoregressiveTransform) -> None:
     last.reset_parameters()
     with torch.no_grad():
         last.bias.zero_()
-
