@@ -9,6 +9,13 @@ import torch.nn as nn
 from flows.nn import MLP, MaskedMLP
 
 ACTIVATIONS = [nn.ReLU, lambda: nn.LeakyReLU(0.2), lambda: nn.ELU(0.7), nn.Tanh]
+# Negative slopes and zero: autograd refuses the in-place forms' backward for a negative one.
+SLOPES = [
+    lambda: nn.LeakyReLU(-0.2),
+    lambda: nn.LeakyReLU(0.0),
+    lambda: nn.ELU(-0.5),
+    lambda: nn.ELU(0.0),
+]
 
 
 def _reference(net: nn.Module, x: torch.Tensor, stop: int | None = None) -> torch.Tensor:
@@ -29,7 +36,7 @@ def _networks(activation, dtype: torch.dtype) -> list[nn.Module]:
     ]
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", ACTIVATIONS + SLOPES)
 def test_outputs_and_gradients_match_the_layers_called_as_modules(
     activation, dtype: torch.dtype
 ) -> None:

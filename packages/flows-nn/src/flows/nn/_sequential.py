@@ -21,10 +21,11 @@ class LayerSequence(nn.Sequential):
     the layers, which subclasses with their own constructor arguments do not accept.
 
     An activation that directly follows one of this package's linear layers runs in place on
-    the layer's fresh output when it is a :class:`torch.nn.ReLU`, :class:`torch.nn.LeakyReLU`
-    or :class:`torch.nn.ELU` without hooks: these compute their gradient from their result,
-    so nothing autograd needs is overwritten, and each hidden layer saves the allocation of
-    its activations (on CPU, also the page faults of a fresh block).
+    the layer's fresh output when it is a :class:`torch.nn.ReLU`, or a
+    :class:`torch.nn.LeakyReLU` or :class:`torch.nn.ELU` whose slope is not negative, without
+    hooks: these compute their gradient from their result, so nothing autograd needs is
+    overwritten, and each hidden layer saves the allocation of its activations (on CPU, also
+    the page faults of a fresh block).
     """
 
     def __getitem__(self, idx: int | slice) -> nn.Module:
@@ -69,8 +70,10 @@ def _in_place(activation: nn.Module) -> Callable[[Tensor], Tensor] | None:
         return None
     if kind is nn.ReLU:
         return torch.relu_
-    if kind is nn.LeakyReLU:
+    # With a negative slope the result no longer tells the sign of the input, and autograd
+    # refuses the in-place form's backward.
+    if kind is nn.LeakyReLU and activation.negative_slope >= 0:
         return functools.partial(F.leaky_relu_, negative_slope=activation.negative_slope)
-    if kind is nn.ELU:
+    if kind is nn.ELU and activation.alpha >= 0:
         return functools.partial(F.elu_, alpha=activation.alpha)
     return None
