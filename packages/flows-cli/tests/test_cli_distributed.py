@@ -39,7 +39,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_processes_match_one(tmp_path: Path, capsys):
+def test_torchrun_two_processes_match_one(tmp_path: Path, tmp_path_factory, capsys):
+    # torchrun's agent leaves a log folder in the temporary directory: keep it in pytest's.
+    scratch = tmp_path_factory.mktemp("torchrun")
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     result = subprocess.run(
         [
@@ -64,7 +66,7 @@ def test_torchrun_two_processes_match_one(tmp_path: Path, capsys):
         text=True,
         timeout=300,
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)},
     )
     assert result.returncode == 0, result.stderr
     # Only rank 0 prints its summary and writes.

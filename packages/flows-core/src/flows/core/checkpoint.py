@@ -147,9 +147,10 @@ def save(
         >>> import tempfile, os, torch
         >>> from flows.core import MAF, load, save
         >>> flow = MAF(features=2, transforms=1)
-        >>> path = os.path.join(tempfile.mkdtemp(), "flow.pt")
-        >>> save(flow, path, extra={"columns": ["x", "y"]})
-        >>> again, extra = load(path)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "flow.pt")
+        ...     save(flow, path, extra={"columns": ["x", "y"]})
+        ...     again, extra = load(path)
         >>> extra
         {'columns': ['x', 'y']}
         >>> x = torch.randn(3, 2)
