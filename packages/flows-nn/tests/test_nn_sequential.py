@@ -70,6 +70,7 @@ def test_forward_hidden_is_every_layer_but_the_last() -> None:
 
 
 def test_the_hooks_of_activations_and_linear_layers_see_what_they_would_see() -> None:
+    torch.manual_seed(0)
     net = MLP(3, 2, [4], activation=nn.ReLU)
     seen: dict[str, torch.Tensor] = {}
     net[0].register_forward_hook(lambda m, args, out: seen.setdefault("linear", out))
@@ -84,3 +85,22 @@ def test_the_hooks_of_activations_and_linear_layers_see_what_they_would_see() ->
     net[1].register_forward_hook(lambda m, args, out: calls.append(1))
     net(x)
     assert calls == [1]
+
+
+def test_hooks_on_every_module_see_the_linear_output_before_its_activation() -> None:
+    torch.manual_seed(0)
+    seen: list[torch.Tensor] = []
+    net = MLP(3, 2, [4], activation=nn.ReLU)
+
+    def record(module, args, out):
+        if module is net[0]:
+            seen.append(out)
+
+    handle = nn.modules.module.register_module_forward_hook(record)
+    try:
+        x = torch.randn(5, 3)
+        net(x)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(seen[0], net[0](x))
+    assert (seen[0] < 0).any()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.nn.modules.module as _global_hooks
 from torch import Tensor
 
 
@@ -52,7 +53,17 @@ class LayerSequence(nn.Sequential):
 
 
 def _hooked(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks)
+    """Whether a hook, of ``module`` or of every module, may see its inputs or outputs."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or _global_hooks._global_forward_hooks
+        or _global_hooks._global_forward_pre_hooks
+        or _global_hooks._global_backward_hooks
+        or _global_hooks._global_backward_pre_hooks
+    )
 
 
 def _has_fresh_output(layer: nn.Module) -> bool:
