@@ -42,27 +42,35 @@ class LayerSequence(nn.Sequential):
         return self._run(x, len(self) - 1)
 
     def _run(self, x: Tensor, stop: int) -> Tensor:
+        # A hook on every module could see any layer's output: then nothing runs in place.
+        in_place_allowed = not _globally_hooked()
         fresh = False
         for i, layer in enumerate(self._modules.values()):
             if i == stop:
                 break
             activate = _in_place(layer) if fresh else None
             x = layer(x) if activate is None else activate(x)
-            fresh = _has_fresh_output(layer)
+            fresh = in_place_allowed and _has_fresh_output(layer)
         return x
 
 
+def _globally_hooked() -> bool:
+    """Whether a hook registered for every module may see the layers' inputs or outputs."""
+    return bool(
+        _global_hooks._global_forward_hooks
+        or _global_hooks._global_forward_pre_hooks
+        or _global_hooks._global_backward_hooks
+        or _global_hooks._global_backward_pre_hooks
+    )
+
+
 def _hooked(module: nn.Module) -> bool:
-    """Whether a hook, of ``module`` or of every module, may see its inputs or outputs."""
+    """Whether a hook of ``module`` may see its inputs or outputs."""
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
         or module._backward_hooks
         or module._backward_pre_hooks
-        or _global_hooks._global_forward_hooks
-        or _global_hooks._global_forward_pre_hooks
-        or _global_hooks._global_backward_hooks
-        or _global_hooks._global_backward_pre_hooks
     )
 
 
