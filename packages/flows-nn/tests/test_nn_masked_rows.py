@@ -40,3 +40,26 @@ def test_masked_linear_any_batch_shape(shape, dtype, device):
     y = layer(x)
     assert y.shape == (*shape[:-1], 32)
     torch.testing.assert_close(y, F.linear(x, layer.weight * layer.mask, layer.bias))
+
+
+def test_masked_linear_follows_a_mask_loaded_edited_or_replaced(dtype, device):
+    """Layers with few inputs keep their mask column-major; any new mask is still honored."""
+    torch.manual_seed(2)
+    layer = MaskedLinear(torch.rand(16, 3) > 0.5).to(dtype=dtype, device=device)
+    x = torch.randn(5, 3, dtype=dtype, device=device)
+
+    def check() -> None:
+        expected = F.linear(x, layer.weight * layer.mask, layer.bias)
+        torch.testing.assert_close(layer(x), expected)
+
+    new = (torch.rand(16, 3) > 0.5).to(dtype=dtype, device=device)
+    # A state dict saved by a layer whose mask is row-major (contiguous).
+    state = {**layer.state_dict(), "mask": new.contiguous()}
+    layer.load_state_dict(state)
+    assert torch.equal(layer.mask, new)
+    check()
+    layer.mask.zero_()
+    check()
+    assert not layer(x).sub(layer.bias).any()
+    layer.mask = new.contiguous()  # a row-major buffer in its place
+    check()

@@ -104,3 +104,23 @@ def test_hooks_on_every_module_see_the_linear_output_before_its_activation() -> 
         handle.remove()
     torch.testing.assert_close(seen[0], net[0](x))
     assert (seen[0] < 0).any()
+
+
+def test_a_compiled_layer_is_called_through_its_compiled_form() -> None:
+    torch._dynamo.reset()
+    calls: list[int] = []
+
+    def backend(graph, example_inputs):
+        def run(*args):
+            calls.append(1)
+            return graph.forward(*args)
+
+        return run
+
+    net = MLP(3, 2, [4], activation=nn.ReLU)
+    x = torch.randn(5, 3)
+    expected = net(x)
+    net[0].compile(backend=backend)
+    torch.testing.assert_close(net(x), expected)
+    assert calls == [1]
+    torch._dynamo.reset()

@@ -28,6 +28,9 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 from torch.distributions import Transform as _TorchTransform
 
+from flows.core.distributions.flow import NormalizingFlow
+from flows.core.transforms.base import ComposedTransform
+
 __all__ = [
     "Flow",
     "LazyComposedTransform",
@@ -145,8 +148,6 @@ class LazyComposedTransform(LazyTransform):
         self.transforms = nn.ModuleList(transforms)
 
     def forward(self, c: Any | None = None) -> _TorchTransform:
-        from flows.core.transforms import ComposedTransform
-
         return ComposedTransform(*(t(c) for t in self.transforms))
 
 
@@ -196,8 +197,6 @@ class Flow(LazyDistribution):
         Arguments:
             c: A context of shape :math:`(*, C)`, or ``None``.
         """
-        from flows.core.distributions import NormalizingFlow
-
         transform = self.transform(c)
         base = self.base(c)
         if isinstance(c, Tensor) and c.dim() > 1 and base.batch_shape != c.shape[:-1]:

@@ -26,7 +26,8 @@ class LayerSequence(nn.Sequential):
     :class:`torch.nn.LeakyReLU` or :class:`torch.nn.ELU` whose slope is not negative, without
     hooks: these compute their gradient from their result, so nothing autograd needs is
     overwritten, and each hidden layer saves the allocation of its activations (on CPU, also
-    the page faults of a fresh block).
+    the page faults of a fresh block). Layers without hooks are run through their ``forward``
+    directly, which skips the per-call bookkeeping of :class:`torch.nn.Module`.
     """
 
     def __getitem__(self, idx: int | slice) -> nn.Module:
@@ -42,15 +43,21 @@ class LayerSequence(nn.Sequential):
         return self._run(x, len(self) - 1)
 
     def _run(self, x: Tensor, stop: int) -> Tensor:
-        # A hook on every module could see any layer's output: then nothing runs in place.
-        in_place_allowed = not _globally_hooked()
+        # A hook on every module could see any layer's output: then every layer is called as a
+        # module and nothing runs in place.
+        unobserved = not _globally_hooked()
         fresh = False
         for i, layer in enumerate(self._modules.values()):
             if i == stop:
                 break
             activate = _in_place(layer) if fresh else None
-            x = layer(x) if activate is None else activate(x)
-            fresh = in_place_allowed and _has_fresh_output(layer)
+            if activate is not None:
+                x = activate(x)
+            elif unobserved and _plain(layer):
+                x = layer.forward(x)
+            else:
+                x = layer(x)
+            fresh = unobserved and _has_fresh_output(layer)
         return x
 
 
@@ -72,6 +79,11 @@ def _hooked(module: nn.Module) -> bool:
         or module._backward_hooks
         or module._backward_pre_hooks
     )
+
+
+def _plain(module: nn.Module) -> bool:
+    """Whether calling ``module`` does nothing beyond its ``forward``: no hook, not compiled."""
+    return not _hooked(module) and getattr(module, "_compiled_call_impl", None) is None
 
 
 def _has_fresh_output(layer: nn.Module) -> bool:

@@ -53,7 +53,11 @@ class MaskedLinear(nn.Module):
             self.bias = nn.Parameter(torch.empty(self.out_features))
         else:
             self.register_parameter("bias", None)
-        self.register_buffer("mask", mask.to(self.weight))
+        mask = mask.to(self.weight)
+        if _few_features(self.in_features, self.out_features):
+            # Column-major, as forward reads it transposed: no copy per call.
+            mask = mask.T.contiguous().T
+        self.register_buffer("mask", mask)
 
         self.reset_parameters()
 
@@ -92,7 +96,11 @@ class MaskedLinear(nn.Module):
 
 
 def _few_inputs(layer: MaskedLinear, x: Tensor) -> bool:
-    return layer.in_features <= 12 and layer.in_features < layer.out_features and x.is_cpu
+    return _few_features(layer.in_features, layer.out_features) and x.is_cpu
+
+
+def _few_features(in_features: int, out_features: int) -> bool:
+    return in_features <= 12 and in_features < out_features
 
 
 class MaskedResidualBlock(nn.Module):
