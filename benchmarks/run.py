@@ -8,7 +8,10 @@ machine's slow drifts (which move every library together) cancel; the targets' v
 interquartile range of those ratios beside it. The *floor* is the work no flow can
 avoid: the same three bare MLPs as the flow's hyper-networks (same input and output widths,
 hidden (64, 64), ReLU), forward and backward for a training step, and forward once per inverse
-pass for sampling.
+pass for sampling. *bare* is the affine MAF's training step written out by hand in plain
+torch, no library: the same masked networks, soft-bounded log-scales and standard normal base,
+with the eager tricks ours uses (in-place ReLU, first layer laid out transposed). It is what any
+library's eager MAF costs at least, and it has no sampling.
 
     python benchmarks/run.py                      # 1 thread and all threads
     python benchmarks/run.py --quick              # smoke run, seconds
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
+import math
 import os
 import platform
 import shutil
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["WORKLOADS", "Workload", "main"]
@@ -47,7 +53,7 @@ TRANSFORMS = 3
 BINS = 8
 BOUND = 5.0
 SEED = 0
-LIBRARIES = ("floor", "ours", "zuko", "nflows")
+LIBRARIES = ("floor", "bare", "ours", "zuko", "nflows")
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,51 @@ class Floor(nn.Module):
             for _ in range(self.passes):
                 out = net(inputs)
         return out
+
+
+def _made_masks(features: int, context: int, reverse: bool) -> list[Tensor]:
+    """MADE masks (inputs, hidden, outputs), outputs as (shift, log-scale) per feature."""
+    rank = torch.arange(features).flip(0) if reverse else torch.arange(features)
+    degree_in = torch.cat((rank + 1, torch.zeros(context, dtype=torch.long)))
+    degrees = [degree_in] + [torch.arange(width) % features for width in HIDDEN]
+    masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in itertools.pairwise(degrees)]
+    degree_out = (rank + 1).repeat_interleave(2)
+    masks.append(degree_out[:, None] > degrees[-1][None, :])
+    return [mask.float() for mask in masks]
+
+
+class BareMAF(nn.Module):
+    """The affine MAF's log-density written out in plain torch: no library around the math."""
+
+    def __init__(self, w: Workload) -> None:
+        super().__init__()
+        if w.spline:
+            raise NotImplementedError("bare is written for the affine MAF only")
+        self.features = w.features
+        self.nets = nn.ModuleList(
+            _mlp(w.features + w.context, 2 * w.features) for _ in range(TRANSFORMS)
+        )
+        for i, net in enumerate(self.nets):
+            for k, mask in enumerate(_made_masks(w.features, w.context, reverse=i % 2 == 1)):
+                # Transposed for the first layer, as forward reads it: no copy per call.
+                net.register_buffer(f"mask{k}", mask.T.contiguous() if k == 0 else mask)
+        self.bound = -math.log(1e-3)
+
+    def log_prob(self, x: Tensor, c: Tensor) -> Tensor:
+        ladj = 0.0
+        for net in self.nets:
+            first, second, last = net[0], net[2], net[4]
+            h = torch.addmm(first.bias, torch.cat((x, c), -1), net.mask0 * first.weight.T)
+            h = F.linear(h.relu_(), second.weight * net.mask1, second.bias).relu_()
+            shift, raw = (
+                F.linear(h, last.weight * net.mask2, last.bias)
+                .view(-1, self.features, 2)
+                .unbind(-1)
+            )
+            log_scale = torch.tanh(raw / self.bound) * self.bound
+            x = torch.addcmul(shift, x, log_scale.exp())
+            ladj = ladj + log_scale.sum(-1)
+        return ladj - 0.5 * x.square().sum(-1) - 0.5 * math.log(2 * math.pi) * self.features
 
 
 def build_ours(w: Workload) -> nn.Module:
@@ -223,6 +274,7 @@ def build_nflows(w: Workload) -> nn.Module:
 
 BUILDERS: dict[str, Callable[[Workload], nn.Module]] = {
     "floor": Floor,
+    "bare": BareMAF,
     "ours": build_ours,
     "zuko": build_zuko,
     "nflows": build_nflows,
@@ -246,6 +298,10 @@ def make_ops(
         inputs = x if c is None else torch.cat((x, c), dim=-1)
         loss_fn: Callable[[], Tensor] = lambda: model.loss(inputs)  # noqa: E731
         sample_fn: Callable[[], Any] = lambda: model.sample(inputs)  # noqa: E731
+    elif lib == "bare":
+        context = c if c is not None else x.new_empty(batch, 0)
+        loss_fn = lambda: -model.log_prob(x, context).mean()  # noqa: E731
+        sample_fn = None  # type: ignore[assignment]
     elif lib == "nflows":
         if c is None:
             loss_fn = lambda: -model.log_prob(x).mean()  # noqa: E731
@@ -274,6 +330,8 @@ def make_ops(
         with torch.no_grad():
             sample_fn()
 
+    if sample_fn is None:
+        return {"train": train}
     return {"train": train, "sample": sample}
 
 
@@ -440,6 +498,8 @@ def run_workload(
         row = Row(threads, w.name, w.label, op, notes=dict(notes))
         fns = {}
         for name, by_op in ops.items():
+            if op not in by_op:
+                continue
             fn = by_op[op]
             try:
                 start = time.perf_counter()
@@ -459,7 +519,7 @@ def run_workload(
     return rows
 
 
-COLUMNS = ("floor", "ours", "ours+compile", "zuko", "nflows")
+COLUMNS = ("floor", "bare", "ours", "ours+compile", "zuko", "nflows")
 
 
 def format_header() -> str:

@@ -22,6 +22,27 @@ def test_diag_normal_log_prob_equals_torch(ndims, x_shape, dtype, device):
     torch.testing.assert_close(ours.log_prob(x), reference.log_prob(x))
 
 
+def test_diag_normal_inherited_methods_equal_torch(dtype, device):
+    """Its Normal is built without torch's constructor: everything it inherits still agrees."""
+    torch.manual_seed(2)
+    loc = torch.randn(2, 3, dtype=dtype, device=device, requires_grad=True)
+    scale = (torch.rand(2, 3, dtype=dtype, device=device) + 0.5).requires_grad_()
+    ours, reference = DiagNormal(loc, scale), Independent(Normal(loc, scale), 1)
+    assert (ours.batch_shape, ours.event_shape) == (reference.batch_shape, reference.event_shape)
+    for name in ("mean", "mode", "stddev", "variance"):
+        torch.testing.assert_close(getattr(ours, name), getattr(reference, name))
+    torch.testing.assert_close(ours.entropy(), reference.entropy())
+    torch.manual_seed(3)
+    sample = ours.rsample((4,))
+    torch.manual_seed(3)
+    torch.testing.assert_close(sample, reference.rsample((4,)))
+    assert sample.shape == (4, 2, 3)
+    # Reparameterized: the gradient of a sample reaches loc and scale.
+    loc_grad, scale_grad = torch.autograd.grad(sample.sum(), (loc, scale))
+    torch.testing.assert_close(loc_grad, torch.full_like(loc, 4.0))
+    assert scale_grad.abs().sum() > 0
+
+
 def test_expanded_diag_normal_log_prob_equals_torch(dtype, device):
     torch.manual_seed(1)
     loc = torch.randn(4, dtype=dtype, device=device)

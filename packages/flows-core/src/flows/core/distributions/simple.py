@@ -25,6 +25,18 @@ def _as_tensors(**tensors: Tensor | float) -> list[Tensor]:
     return values
 
 
+def _normal(loc: Tensor, scale: Tensor) -> Normal:
+    """torch's :class:`~torch.distributions.Normal` of a ``loc`` and ``scale`` of one shape.
+
+    Built as torch's own ``Normal.expand`` builds one, without the broadcast of its constructor:
+    a flow builds its base at every call.
+    """
+    normal = Normal.__new__(Normal)
+    normal.loc, normal.scale = loc, scale
+    Distribution.__init__(normal, loc.shape, validate_args=False)
+    return normal
+
+
 class DiagNormal(Independent):
     r"""A multivariate normal with diagonal covariance,
     :math:`\mathcal{N}(\mu, \operatorname{diag}(\sigma^2))`.
@@ -48,7 +60,7 @@ class DiagNormal(Independent):
         loc, scale = _as_tensors(loc=loc, scale=scale)
         if not isinstance(ndims, int) or not 1 <= ndims <= loc.dim():
             raise ValueError(f"ndims must be an int in [1, {loc.dim()}], got {ndims!r}")
-        super().__init__(Normal(loc, scale, validate_args=False), ndims, validate_args=False)
+        super().__init__(_normal(loc, scale), ndims, validate_args=False)
         # The scale before any expand: the normalizing constant needs no batch copies.
         self._unexpanded_scale = scale
 
