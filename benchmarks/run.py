@@ -524,7 +524,8 @@ COLUMNS = ("floor", "bare", "ours", "ours+compile", "zuko", "nflows")
 
 def format_header() -> str:
     head = f"{'workload':<16}{'op':<7}" + "".join(f"{c:>13}" for c in COLUMNS)
-    head += f"{'ours/floor':>12}{'zuko/floor':>12}{'nflows/fl':>11}{'zuko/ours':>11}"
+    head += f"{'ours/floor':>12}{'bare/floor':>12}{'zuko/floor':>12}{'nflows/fl':>11}"
+    head += f"{'zuko/ours':>11}"
     return head
 
 
@@ -535,6 +536,7 @@ def format_row(row: Row) -> str:
     line = f"{row.label:<16}{row.op:<7}"
     line += "".join(cell(row.ms.get(c), 13) for c in COLUMNS)
     line += cell(row.ratio("ours", "floor"), 12, "x")
+    line += cell(row.ratio("bare", "floor"), 12, "x")
     line += cell(row.ratio("zuko", "floor"), 12, "x")
     line += cell(row.ratio("nflows", "floor"), 11, "x")
     line += cell(row.ratio("zuko", "ours"), 11, "x")
