@@ -43,21 +43,22 @@ class LayerSequence(nn.Sequential):
         return self._run(x, len(self) - 1)
 
     def _run(self, x: Tensor, stop: int) -> Tensor:
-        # A hook on every module could see any layer's output: then every layer is called as a
-        # module and nothing runs in place.
+        # A hook on every module, or on the layer itself, could see the layer's input or output:
+        # then the layer is called as a module and nothing runs in place on its output.
         unobserved = not _globally_hooked()
         fresh = False
         for i, layer in enumerate(self._modules.values()):
             if i == stop:
                 break
-            activate = _in_place(layer) if fresh else None
+            plain = unobserved and not _hooked(layer)
+            activate = _in_place(layer) if fresh and plain else None
             if activate is not None:
                 x = activate(x)
-            elif unobserved and _plain(layer):
+            elif plain and not _compiled(layer):
                 x = layer.forward(x)
             else:
                 x = layer(x)
-            fresh = unobserved and _has_fresh_output(layer)
+            fresh = plain and _returns_new_tensor(layer)
         return x
 
 
@@ -81,24 +82,22 @@ def _hooked(module: nn.Module) -> bool:
     )
 
 
-def _plain(module: nn.Module) -> bool:
-    """Whether calling ``module`` does nothing beyond its ``forward``: no hook, not compiled."""
-    return not _hooked(module) and getattr(module, "_compiled_call_impl", None) is None
+def _compiled(module: nn.Module) -> bool:
+    """Whether ``module`` was compiled on its own (``module.compile()``): call it as a module."""
+    return getattr(module, "_compiled_call_impl", None) is not None
 
 
-def _has_fresh_output(layer: nn.Module) -> bool:
-    """Whether ``layer`` returns a new tensor that nothing else holds (no hook can see it).
+def _returns_new_tensor(layer: nn.Module) -> bool:
+    """Whether ``layer`` returns a new tensor that nothing else holds.
 
     The linear layers of this package say so by the class attribute ``_returns_new_tensor``.
     """
-    return getattr(type(layer), "_returns_new_tensor", False) and not _hooked(layer)
+    return getattr(type(layer), "_returns_new_tensor", False)
 
 
 def _in_place(activation: nn.Module) -> Callable[[Tensor], Tensor] | None:
-    """The in-place form of ``activation``, if its backward reads only its result."""
+    """The in-place form of an unhooked ``activation``, if its backward reads only its result."""
     kind = type(activation)
-    if _hooked(activation):
-        return None
     if kind is nn.ReLU:
         return torch.relu_
     # With a negative slope the result no longer tells the sign of the input, and autograd
