@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from flows.cli import datasets
-from flows.cli.main import CLIError
-from flows.cli.modeling import Standardizer, build_flow, default_flow, start_workers
+from flows.cli.arguments import CLIError
+from flows.cli.modeling import Standardizer, build_flow, default_flow
 from flows.cli.outputs import check_output_path, plot_pair
+from flows.cli.workers import start_workers
 
 __all__ = ["run_fit"]
 

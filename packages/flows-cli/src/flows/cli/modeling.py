@@ -1,4 +1,4 @@
-"""What ``fit``, ``sample`` and ``eval`` share: presets by name, standardization, processes.
+"""What ``fit``, ``sample`` and ``eval`` share: presets by name and standardization.
 
 A fitted flow models the standardized data :math:`z = (x - m) / s`; the density of the
 original data is :math:`\\log p(x) = \\log p_z(z) - \\sum_j \\log s_j`. The checkpoint keeps
@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 from typing import Any
 
 import numpy as np
 
-from flows.cli.main import CLIError
+from flows.cli.arguments import CLIError
 
 __all__ = [
     "Standardizer",
-    "Workers",
     "build_flow",
     "default_flow",
     "load_model",
-    "start_workers",
 ]
 
 
@@ -105,54 +102,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     return str(value)
-
-
-@dataclasses.dataclass
-class Workers:
-    """This process's place among the data-parallel processes (one process: rank 0 of 1)."""
-
-    rank: int
-    world: int
-    device: Any
-    started: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def stop(self) -> None:
-        if self.started:
-            import torch.distributed
-
-            # Tearing gloo down while another rank still uses it aborts that rank: wait first.
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-
-
-def start_workers(device: str | None) -> Workers:
-    """Join the process group when launched by ``torchrun`` (gloo on CPU, nccl on GPU)."""
-    import torch
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise CLIError(
-            f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
-        ) from None
-    if world <= 1:
-        return Workers(0, 1, chosen)
-    import torch.distributed
-
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if chosen.type == "cuda":
-        chosen = torch.device("cuda", local)
-        torch.cuda.set_device(chosen)
-    backend = "nccl" if chosen.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(backend=backend)
-    return Workers(torch.distributed.get_rank(), torch.distributed.get_world_size(), chosen, True)
 
 
 def load_model(path: str) -> tuple[Any, dict[str, Any], str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from flows.cli import datasets
-from flows.cli.main import CLIError
+from flows.cli.arguments import CLIError
 from flows.cli.modeling import Standardizer, load_model
 from flows.cli.outputs import check_output_path, write_table
 
