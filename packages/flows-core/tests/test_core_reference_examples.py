@@ -40,7 +40,7 @@ def rqs():
 # Seed 001: tutorial.
 
 
-def test_seed001_gaussian_model_trains_by_variational_inference():
+def test_lazy_gaussian_model_returns_a_normal_whose_loss_falls_in_training():
     torch.manual_seed(0)
     x = torch.distributions.Normal(0, 1).sample((1024,))
     c = torch.distributions.Normal(x, 1).sample((3,)).T
@@ -81,7 +81,7 @@ def check_seed001_autoregressive(transform):
     assert (jacobian.diagonal() > 0).all()
 
 
-def test_seed001_masked_autoregressive_transform_rqs():
+def test_masked_autoregressive_rqs_inverts_with_lower_triangular_jacobian():
     transform = MaskedAutoregressiveTransform(
         features=5,
         context=0,
@@ -92,7 +92,7 @@ def test_seed001_masked_autoregressive_transform_rqs():
     check_seed001_autoregressive(transform)
 
 
-def test_seed001_masked_autoregressive_transform_affine():
+def test_masked_autoregressive_affine_inverts_with_lower_triangular_jacobian():
     transform = MaskedAutoregressiveTransform(
         features=5,
         context=0,
@@ -103,7 +103,7 @@ def test_seed001_masked_autoregressive_transform_affine():
     check_seed001_autoregressive(transform)
 
 
-def test_seed001_prebuilt_maf():
+def test_conditional_maf_samples_one_event_per_context():
     flow = MAF(features=5, context=8, transforms=3)
     c = torch.randn(8)
     assert flow(c).sample().shape == (5,)
@@ -149,18 +149,18 @@ def check_seed001_custom_flow(flow: Flow) -> None:
     assert all(p.grad is not None for p in flow.parameters())
 
 
-def test_seed001_custom_flow_rqs():
+def test_custom_flow_with_rqs_coupling_samples_in_domain_and_trains():
     check_seed001_custom_flow(seed001_custom_flow(rqs(), ([8], [8], [7])))
 
 
-def test_seed001_custom_flow_affine():
+def test_custom_flow_with_affine_coupling_samples_in_domain_and_trains():
     check_seed001_custom_flow(seed001_custom_flow(MonotonicAffineTransform, [(), ()]))
 
 
 # Seed 002: the lazy module.
 
 
-def test_seed002_unconditional_distribution():
+def test_unconditional_distribution_repr_and_seeded_sample():
     f = DiagNormal
     mu, sigma = torch.zeros(3), torch.ones(3)
     base = UnconditionalDistribution(f, mu, sigma, buffer=True)
@@ -171,14 +171,14 @@ def test_seed002_unconditional_distribution():
     )
 
 
-def test_seed002_unconditional_transform():
+def test_unconditional_transform_repr_and_values():
     t = UnconditionalTransform(ExpTransform)
     assert repr(t()) == "ExpTransform()"
     x = torch.randn(3)
     torch.testing.assert_close(t()(x), x.exp())
 
 
-def test_seed002_flow_returns_normalizing_flow():
+def test_flow_called_with_context_returns_a_normalizing_flow():
     flow = Flow(
         MaskedAutoregressiveTransform(3, 2),
         UnconditionalDistribution(DiagNormal, torch.zeros(3), torch.ones(3), buffer=True),
@@ -199,7 +199,7 @@ class AutoregressiveNet(nn.Module):
         return MonotonicAffineTransform(shift, scale)
 
 
-def test_seed003_autoregressive_transform_shapes():
+def test_autoregressive_transform_inverse_and_ladj_shapes():
     net = AutoregressiveNet(features=5)
     transform = AutoregressiveTransform(meta=net, passes=3)
     x = torch.randn(32, 5)
@@ -236,7 +236,7 @@ class AutoregressiveMaskedNet(nn.Module):
         return MonotonicAffineTransform(shift, scale)
 
 
-def test_seed003_masked_net_is_exactly_invertible():
+def test_autoregressive_transform_over_masked_net_is_exactly_invertible():
     net = AutoregressiveMaskedNet(features=5)
     transform = AutoregressiveTransform(meta=net, passes=5)
     x = torch.randn(32, 5)
@@ -245,7 +245,7 @@ def test_seed003_masked_net_is_exactly_invertible():
     torch.testing.assert_close(transform.inv(y), x, atol=1e-5, rtol=1e-5)
 
 
-def test_seed003_autoregressive_flow_with_permutations():
+def test_autoregressive_transforms_with_permutations_keep_the_shape():
     transforms = []
     for _ in range(3):
         transforms.append(AutoregressiveTransform(meta=AutoregressiveNet(10), passes=3))
@@ -257,7 +257,7 @@ def test_seed003_autoregressive_flow_with_permutations():
 # Seed 004: MAF.
 
 
-def test_seed004_unconditional_maf():
+def test_unconditional_maf_sample_and_log_prob_shapes():
     flow = MAF(features=3, transforms=3, hidden_features=[64, 64])
     dist = flow()
     samples = dist.sample((1000,))
@@ -265,7 +265,7 @@ def test_seed004_unconditional_maf():
     assert dist.log_prob(samples).shape == (1000,)
 
 
-def test_seed004_conditional_maf():
+def test_conditional_maf_sample_and_log_prob_shapes():
     flow = MAF(features=3, context=4, transforms=3)
     c = torch.randn(4)
     x = flow(c).sample()
@@ -274,7 +274,7 @@ def test_seed004_conditional_maf():
     assert log_p.shape == ()
 
 
-def test_seed004_training_loop():
+def test_maf_training_loop_lowers_the_loss():
     torch.manual_seed(0)
     flow = MAF(features=10, transforms=5, hidden_features=[128, 128])
     data = torch.randn(256, 10) * 2 + 1
@@ -290,7 +290,7 @@ def test_seed004_training_loop():
     assert -flow().log_prob(data).mean().item() < first
 
 
-def test_seed004_coupling_with_two_passes():
+def test_maf_with_two_passes_samples_with_finite_log_prob():
     flow = MAF(features=100, transforms=3, passes=2)
     assert all(t.passes == 2 for t in flow.transform.transforms)
     x = flow().sample((4,))
@@ -298,12 +298,12 @@ def test_seed004_coupling_with_two_passes():
     assert torch.isfinite(flow().log_prob(x)).all()
 
 
-def test_seed004_custom_univariate():
+def test_maf_takes_a_univariate_constructor_with_shapes():
     flow = MAF(features=5, univariate=MonotonicAffineTransform, shapes=[(), ()])
     assert flow().sample().shape == (5,)
 
 
-def test_seed004_custom_order():
+def test_maf_keeps_a_given_feature_order():
     order = torch.tensor([2, 0, 1, 3, 4])
     flow = MAF(features=5, transforms=3, order=order)
     assert torch.equal(flow.transform.transforms[0].order, order)

@@ -9,7 +9,7 @@ import torch.nn as nn
 from flows.nn import MLP, Linear, MaskedMLP, MonotonicMLP
 
 
-def test_seed_mlp_prints_its_layers_and_maps_64_to_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_mlp_prints_its_layers_and_maps_64_to_1(capsys: pytest.CaptureFixture[str]) -> None:
     net = MLP(64, 1, [32, 16], activation=nn.ELU)
     print(net)
     assert capsys.readouterr().out == (
@@ -27,7 +27,7 @@ def test_seed_mlp_prints_its_layers_and_maps_64_to_1(capsys: pytest.CaptureFixtu
     assert y.shape == (8, 1)
 
 
-def test_seed_linear_standard_and_stacked_shapes() -> None:
+def test_linear_standard_and_stacked_shapes() -> None:
     layer = Linear(64, 32)
     x = torch.randn(8, 64)
     y = layer(x)
@@ -40,7 +40,7 @@ def test_seed_linear_standard_and_stacked_shapes() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_seed_masked_mlp_jacobian_zeros_match_false_adjacency(seed: int) -> None:
+def test_masked_mlp_jacobian_zeros_match_false_adjacency(seed: int) -> None:
     torch.manual_seed(seed)
     adjacency = torch.randn(4, 3) < 0
     if not adjacency.any():
@@ -61,7 +61,7 @@ def test_seed_masked_mlp_jacobian_zeros_match_false_adjacency(seed: int) -> None
     assert torch.equal(jac != 0, adjacency)
 
 
-def test_seed_masked_mlp_autoregressive_adjacency() -> None:
+def test_masked_mlp_autoregressive_adjacency_forbids_upper_entries() -> None:
     torch.manual_seed(0)
     autoregressive_adj = torch.tril(torch.ones(4, 4), diagonal=-1).bool()
     assert autoregressive_adj.tolist() == [
@@ -80,7 +80,7 @@ def test_seed_masked_mlp_autoregressive_adjacency() -> None:
     assert (jac != 0).any(dim=0)[autoregressive_adj].all()
 
 
-def test_seed_monotonic_mlp_prints_its_layers_and_has_positive_jacobian(
+def test_monotonic_mlp_prints_its_layers_and_has_positive_jacobian(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     net = MonotonicMLP(3, 4, [16, 32])
