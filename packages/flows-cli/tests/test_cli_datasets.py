@@ -42,7 +42,7 @@ def test_checkerboard_fills_only_dark_squares():
     assert (abs(points) <= 2).all()
 
 
-def test_csv_with_header(tmp_path: Path):
+def test_csv_header_gives_the_column_names(tmp_path: Path):
     path = tmp_path / "d.csv"
     path.write_text("a,b,c\n1,2,3\n4,5,6\n")
     table = read_file(path)
@@ -72,7 +72,7 @@ def test_csv_ragged_rows_are_refused(tmp_path: Path):
         read_file(path)
 
 
-def test_npy_and_npz(tmp_path: Path):
+def test_npy_and_npz_are_read_and_npz_needs_a_valid_key(tmp_path: Path):
     array = np.arange(12.0).reshape(4, 3)
     np.save(tmp_path / "d.npy", array)
     np.testing.assert_array_equal(read_file(tmp_path / "d.npy").values, array)

@@ -135,7 +135,7 @@ def test_missing_checkpoint(outputs, capsys):
     fails(["sample", "absent.pt"], capsys, "no checkpoint file 'absent.pt'")
 
 
-def test_constant_column(outputs, tmp_path, capsys):
+def test_constant_column_is_refused_by_name(outputs, tmp_path, capsys):
     path = tmp_path / "d.csv"
     path.write_text("a,b\n1,5\n2,5\n3,5\n4,5\n")
     fails(["fit", str(path), *TINY], capsys, "column(s) b are constant")

@@ -109,7 +109,7 @@ def test_sample_and_log_prob_shapes(name, sample_shape, dtype, device):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_expand(name, dtype, device):
+def test_expand_adds_batch_dimensions_and_keeps_log_prob(name, dtype, device):
     d, _ = bivariate(name, dtype, device)
     e = d.expand((3,))
     assert e.batch_shape == (3,) and e.event_shape == (2,)
@@ -145,7 +145,7 @@ def test_sort_samples_are_sorted(dtype, device):
     assert (x.diff(dim=-1) <= 0).all()
 
 
-def test_mixture_sample_mean(device):
+def test_mixture_sample_mean_is_the_weighted_mean_of_its_components(device):
     torch.manual_seed(0)
     d, _ = bivariate("mixture", torch.float64, device)
     x = d.sample((20_000,))

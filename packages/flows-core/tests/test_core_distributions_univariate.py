@@ -103,7 +103,7 @@ def test_sample_and_log_prob_shapes(name, sample_shape, dtype, device):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_expand(name, dtype, device):
+def test_expand_adds_batch_dimensions_and_keeps_log_prob(name, dtype, device):
     d, _ = univariate(name, dtype, device)
     e = d.expand((4, 2))
     assert e.batch_shape == (4, 2) and e.event_shape == d.event_shape

@@ -288,7 +288,7 @@ def test_no_warning_when_everything_loads(fresh_registry):
         ({"summary": "two\nlines"}, "one line"),
     ],
 )
-def test_spec_validation(kwargs, message):
+def test_invalid_spec_fields_are_refused(kwargs, message):
     arguments = {
         "name": "ok",
         "constructor": "flows.core.transforms:AdditiveTransform",

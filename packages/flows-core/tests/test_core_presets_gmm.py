@@ -36,7 +36,7 @@ def test_density_is_the_mixture_of_gaussians(covariance_type, dtype, device):
     torch.testing.assert_close(dist.log_prob(x), reference_log_prob(dist, x))
 
 
-def test_covariance_structure():
+def test_tied_and_spherical_covariances_keep_their_structure():
     gmm = GMM(3, components=2, covariance_type="tied")
     with torch.no_grad():
         gmm.phi.add_(torch.randn_like(gmm.phi))
@@ -96,7 +96,7 @@ def test_conditional_mixture_depends_on_context():
         ({"hidden": [8]}, TypeError, "'hidden'"),
     ],
 )
-def test_bad_arguments(kwargs, error, match):
+def test_bad_arguments_raise_naming_the_argument(kwargs, error, match):
     with pytest.raises(error, match=match):
         GMM(2, **kwargs)
 
@@ -108,6 +108,6 @@ def test_initialize_refuses_bad_data():
         GMM(2, components=4).initialize(torch.randn(3, 2))
 
 
-def test_context_required():
+def test_conditional_gmm_called_without_context_raises():
     with pytest.raises(ValueError, match="context"):
         GMM(2, 3)()

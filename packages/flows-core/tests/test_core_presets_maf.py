@@ -93,6 +93,6 @@ def test_affine_layers_start_random_while_other_univariates_start_at_the_identit
         ({"features": 3, "univariate": AdditiveTransform}, TypeError, "shapes"),
     ],
 )
-def test_bad_arguments(kwargs, error, match):
+def test_bad_arguments_raise_naming_the_argument(kwargs, error, match):
     with pytest.raises(error, match=match):
         MAF(**kwargs)

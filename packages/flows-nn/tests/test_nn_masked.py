@@ -249,7 +249,7 @@ def test_masked_mlp_compiles_into_one_graph(dtype: torch.dtype) -> None:
     torch._dynamo.reset()
 
 
-def test_masked_mlp_1000_features_autoregressive() -> None:
+def test_masked_mlp_over_1000_autoregressive_features_realizes_most_allowed_links() -> None:
     # A MAF-like hyper-network: 1000 features, two parameters per feature, 8 context features.
     features, context = 1000, 8
     adjacency = torch.ones(features, features, dtype=torch.bool).tril(-1)
@@ -274,7 +274,7 @@ def test_masked_mlp_1000_features_autoregressive() -> None:
     assert torch.equal(rows != 0, connected[outputs])
 
 
-def test_masked_mlp_1000_features_random_adjacency() -> None:
+def test_masked_mlp_over_1000_features_of_random_adjacency_links_no_forbidden_pair() -> None:
     generator = torch.Generator().manual_seed(0)
     adjacency = torch.rand(1000, 1000, generator=generator) < 0.01
     with warnings.catch_warnings():

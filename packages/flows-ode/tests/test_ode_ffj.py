@@ -75,7 +75,7 @@ def test_linear_field_matches_matrix_exponential(batch, dtype, device):
     duration=st.floats(-1.0, 1.0).filter(lambda d: abs(d) > 0.1),
     seed=st.integers(0, 2**16),
 )
-def test_linear_field_property(batch, features, t0, duration, seed):
+def test_linear_field_maps_by_matrix_exponential_both_ways(batch, features, t0, duration, seed):
     # Any batch shape, forwards or backwards in time: y = exp((t1 - t0) A) x, and the inverse.
     generator = torch.Generator().manual_seed(seed)
     A = 0.5 * torch.randn(features, features, dtype=torch.float64, generator=generator)
