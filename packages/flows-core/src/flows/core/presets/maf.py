@@ -111,10 +111,10 @@ def _random_shifts(layer: MaskedAutoregressiveTransform) -> None:
 
     The layer starts its network's last layer near zero, so that its transform starts at the
     identity. For MAF's affine transforms, random shifts with log-scales still near zero fit
-    better: the rows of the shifts get back their random initial weights (zero bias). Over ten
-    seeds of the quality benchmark, the mean KL falls from 0.46 to 0.33 nats on the 2-D circle
-    mixture, from 0.14 to 0.07 on the banana and from 1.01 to 0.91 on the 8-D mixture; it is
-    unchanged on the ring and rises from 0.0005 to 0.0009 on the funnel (``BENCHMARKS.md``).
+    better in the quality benchmark: the rows of the shifts get back their random initial
+    weights, the rows of the log-scales keep their near-zero ones, and the bias is zero. The
+    measurements behind this choice, and the variants that fitted worse, are in
+    ``BENCHMARKS.md`` ("Design measurements").
     """
     if layer.hyper is None:
         return
