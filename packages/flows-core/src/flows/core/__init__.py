@@ -40,6 +40,7 @@ _EXPORTS = {
     "RealNVP": "flows.core.presets",
     # Training and checkpoints
     "fit": "flows.core.training",
+    "FitDivergedError": "flows.core.training",
     "FitResult": "flows.core.training",
     "load": "flows.core.checkpoint",
     "save": "flows.core.checkpoint",
@@ -63,6 +64,7 @@ __all__ = [
     "MAF",
     "NICE",
     "ElementWiseTransform",
+    "FitDivergedError",
     "FitResult",
     "Flow",
     "GeneralCouplingTransform",
@@ -97,7 +99,7 @@ if TYPE_CHECKING:
         UnconditionalTransform,
     )
     from flows.core.presets import GF, GMM, MAF, NICE, RealNVP
-    from flows.core.training import FitResult, fit
+    from flows.core.training import FitDivergedError, FitResult, fit
 
 
 __getattr__, __dir__ = deferred_exports(__name__, _EXPORTS, _SUBMODULES)

@@ -8,7 +8,13 @@ over shuffled mini-batches of the training split, measures the same quantity on 
 split, stops when it has not improved for ``patience`` evaluations and restores the best
 weights. Under :mod:`torch.distributed` each process takes its share of every batch and the
 gradients are averaged, so a run on any number of processes takes the same steps as one process
-on the same global batch.
+on the same global batch. A run whose loss becomes NaN or infinite stops with
+:class:`FitDivergedError`, the flow holding the best finite weights it had.
+
+The parts of a fit have names, for other training loops to reuse: :class:`_Processes` (rank,
+world, broadcasts and all-reduces), :func:`_split` (the held-out split), :func:`_batches` (the
+epoch and batch order), :func:`_mean_nll` (evaluation) and :class:`_BestWeights` (early stopping
+and the weights it restores).
 """
 
 from __future__ import annotations
@@ -16,13 +22,43 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FitProgress", "FitResult", "fit"]
+__all__ = ["FitDivergedError", "FitProgress", "FitResult", "fit"]
+
+
+class FitDivergedError(RuntimeError):
+    """Training met a non-finite loss or NLL; the flow holds the best finite weights it had.
+
+    Arguments:
+        step: The optimizer step whose loss (or the NLL measured after it) was not finite.
+        loss: That loss, NaN or infinite.
+        what: What was measured: ``"loss"`` (a training batch), ``"held-out NLL"`` or
+            ``"train NLL"`` (of the final weights).
+
+    Example:
+        >>> error = FitDivergedError(12, float("nan"))
+        >>> error.step, error.loss
+        (12, nan)
+        >>> str(error)
+        'training diverged at step 12 (loss nan): lower lr or set clip_grad'
+    """
+
+    def __init__(self, step: int, loss: float, what: str = "loss") -> None:
+        super().__init__(
+            f"training diverged at step {step} ({what} {loss}): lower lr or set clip_grad"
+        )
+        self.step = step
+        self.loss = loss
+        self.what = what
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its attributes, so it crosses process boundaries (torch.multiprocessing).
+        return (type(self), (self.step, self.loss, self.what))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,18 +139,161 @@ def _check_arguments(
         raise ValueError(f"clip_grad must be a positive number or None, got {clip_grad!r}")
 
 
-def _world() -> tuple[int, int]:
-    """This process's rank and the number of processes (0, 1 outside torch.distributed)."""
-    distributed = torch.distributed
-    if distributed.is_available() and distributed.is_initialized():
-        return distributed.get_rank(), distributed.get_world_size()
-    return 0, 1
+def _as_rows(
+    name: str, value: Any, rows: int | None, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """``value`` as a finite ``(rows, columns)`` tensor of the flow's device and dtype.
 
-
-def _all_sum(tensor: Tensor, world: int) -> Tensor:
-    if world > 1:
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    Raises:
+        ValueError: ``value`` is not 2-D, has another number of rows than ``rows``, or holds
+            NaN or inf (in the flow's dtype); the message names ``name`` and the first rows.
+    """
+    source = torch.as_tensor(value)
+    tensor = source.to(device=device, dtype=dtype)
+    if rows is None and (tensor.ndim != 2 or tensor.shape[0] < 1):
+        raise ValueError(
+            f"{name} must have shape (rows, features) with rows >= 1, got {tuple(tensor.shape)}"
+        )
+    if rows is not None and (tensor.ndim != 2 or tensor.shape[0] != rows):
+        raise ValueError(
+            f"{name} must have shape ({rows}, C) to match x, got {tuple(tensor.shape)}"
+        )
+    finite = torch.isfinite(tensor).all(dim=1)
+    if not bool(finite.all()):  # one check per fit, before training
+        bad = (~finite).nonzero().flatten()
+        shown = ", ".join(str(int(i)) for i in bad[:5])
+        more = f" and {bad.numel() - 5} more" if bad.numel() > 5 else ""
+        # Finite values that overflow the flow's dtype deserve their own explanation.
+        first = source[int(bad[0])].to(device="cpu")
+        overflow = first.is_floating_point() and bool(torch.isfinite(first).all())
+        why = f"values too large for {dtype}" if overflow else "NaN or inf"
+        raise ValueError(
+            f"{name} holds {why} in row(s) {shown}{more} of {tensor.shape[0]}; "
+            "remove or fix those rows before fitting"
+        )
     return tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class _Processes:
+    """This process's place among the :mod:`torch.distributed` processes taking part in a fit.
+
+    Outside torch.distributed there is one process, of rank 0, and every method is a no-op.
+    Each process takes every ``world``-th row of a batch, starting at its ``rank``.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> _Processes:
+        distributed = torch.distributed
+        if distributed.is_available() and distributed.is_initialized():
+            return cls(distributed.get_rank(), distributed.get_world_size())
+        return cls()
+
+    def share(self, rows: Tensor) -> Tensor:
+        """This process's share of the row indices ``rows``."""
+        return rows[self.rank :: self.world]
+
+    def all_sum(self, tensor: Tensor) -> Tensor:
+        """Sum ``tensor`` in place over the processes; return it."""
+        if self.world > 1:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor
+
+    def broadcast_state(self, flow: nn.Module) -> None:
+        """Start every process from the weights of process 0."""
+        if self.world > 1:
+            for tensor in [*flow.parameters(), *flow.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0)
+
+    def common_seed(self, seed: int | None, device: torch.device) -> int:
+        """``seed`` (drawn from torch's global generator if ``None``) as process 0 has it."""
+        if seed is None:
+            seed = int(torch.randint(2**62, ()))
+        if self.world > 1:
+            shared = torch.tensor([seed], dtype=torch.int64, device=device)
+            torch.distributed.broadcast(shared, src=0)
+            seed = int(shared)
+        return seed
+
+    def sum_gradients(
+        self, params: list[nn.Parameter], loss: Tensor, dtype: torch.dtype
+    ) -> Tensor:
+        """Sum the gradients of ``params`` and ``loss`` over the processes; return the sum."""
+        if self.world == 1:
+            return loss
+        # One all-reduce for every gradient and the loss: sums of per-process shares.
+        flat = torch.cat(
+            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+            + [loss.reshape(1).to(dtype)]
+        )
+        self.all_sum(flat)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+        return flat[-1].clone()  # not a view that would keep the whole buffer alive
+
+
+@dataclasses.dataclass(frozen=True)
+class _Split:
+    """The training and held-out rows of the data (and of the context, if any)."""
+
+    train_x: Tensor
+    train_c: Tensor | None
+    val_x: Tensor
+    val_c: Tensor | None
+
+    @property
+    def held(self) -> int:
+        """The number of held-out rows."""
+        return self.val_x.shape[0]
+
+
+def _split(
+    x: Tensor,
+    context: Tensor | None,
+    validation: float,
+    generator: torch.Generator,
+    device: torch.device,
+) -> _Split:
+    """Hold out ``validation`` of the rows (at least one if ``validation > 0``), at random."""
+    rows = x.shape[0]
+    held = round(validation * rows)
+    if validation > 0 and held == 0:
+        held = 1
+    if rows - held < 1:
+        raise ValueError(
+            f"x has {rows} row(s): too few to hold out {validation:.0%} and still train on some"
+        )
+    order = torch.randperm(rows, generator=generator).to(device)
+    train, val = order[held:], order[:held]
+    if context is None:
+        return _Split(x[train], None, x[val], None)
+    return _Split(x[train], context[train], x[val], context[val])
+
+
+def _batches(
+    rows: int, batch_size: int, total: int, generator: torch.Generator, device: torch.device
+) -> Iterator[tuple[int, Tensor]]:
+    """``total`` pairs ``(epoch, row indices)``: each epoch visits the rows in a new order.
+
+    An epoch's order is drawn when its first batch is asked for, so stopping early draws no
+    order that is not used.
+    """
+    taken = 0
+    epoch = 0
+    while taken < total:
+        epoch += 1
+        permutation = torch.randperm(rows, generator=generator).to(device)
+        for start in range(0, rows, batch_size):
+            yield epoch, permutation[start : start + batch_size]
+            taken += 1
+            if taken >= total:
+                return
 
 
 def _nll_sum(flow: nn.Module, x: Tensor, c: Tensor | None) -> Tensor:
@@ -125,39 +304,17 @@ def _nll_sum(flow: nn.Module, x: Tensor, c: Tensor | None) -> Tensor:
 
 @torch.no_grad()
 def _mean_nll(
-    flow: nn.Module,
-    x: Tensor,
-    c: Tensor | None,
-    rank: int,
-    world: int,
-    chunk: int,
+    flow: nn.Module, x: Tensor, c: Tensor | None, processes: _Processes, chunk: int
 ) -> float:
-    """Mean NLL over all rows, each process taking its share of them."""
-    mine = torch.arange(rank, x.shape[0], world, device=x.device)
+    """Mean NLL over all rows, each process taking its share of them, ``chunk`` at a time."""
+    mine = torch.arange(processes.rank, x.shape[0], processes.world, device=x.device)
     total = torch.zeros(2, dtype=torch.float64, device=x.device)
     for start in range(0, mine.numel(), chunk):
         rows = mine[start : start + chunk]
         total[0] += _nll_sum(flow, x[rows], None if c is None else c[rows]).double()
     total[1] = mine.numel()
-    _all_sum(total, world)
+    processes.all_sum(total)
     return float(total[0] / total[1])
-
-
-def _broadcast_state(flow: nn.Module, world: int) -> None:
-    """Start every process from the weights of process 0."""
-    if world > 1:
-        for tensor in [*flow.parameters(), *flow.buffers()]:
-            torch.distributed.broadcast(tensor.data, src=0)
-
-
-def _common_seed(seed: int | None, world: int, device: torch.device) -> int:
-    if seed is None:
-        seed = int(torch.randint(2**62, ()))
-    if world > 1:
-        shared = torch.tensor([seed], dtype=torch.int64, device=device)
-        torch.distributed.broadcast(shared, src=0)
-        seed = int(shared)
-    return seed
 
 
 def _step_gradients(
@@ -166,32 +323,86 @@ def _step_gradients(
     x: Tensor,
     c: Tensor | None,
     batch: Tensor,
-    rank: int,
-    world: int,
+    processes: _Processes,
 ) -> Tensor:
     """Set the gradients of the mean NLL of the global ``batch``; return that mean NLL."""
-    mine = batch[rank::world]
-    size = batch.numel()
+    mine = processes.share(batch)
     if mine.numel() > 0:
-        loss = _nll_sum(flow, x[mine], None if c is None else c[mine]) / size
+        loss = _nll_sum(flow, x[mine], None if c is None else c[mine]) / batch.numel()
         loss.backward()
         loss = loss.detach()
     else:
         loss = torch.zeros((), dtype=x.dtype, device=x.device)
-    if world > 1:
-        # One all-reduce for every gradient and the loss: sums of per-process shares.
-        flat = torch.cat(
-            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-            + [loss.reshape(1).to(x.dtype)]
-        )
-        _all_sum(flat, world)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[offset : offset + n].view_as(p).clone()
-            offset += n
-        loss = flat[-1]
-    return loss
+    return processes.sum_gradients(params, loss, x.dtype)
+
+
+def _snapshot(flow: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in flow.state_dict().items()}
+
+
+def _all_finite(state: dict[str, Tensor]) -> bool:
+    checks = [torch.isfinite(v).all() for v in state.values() if v.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
+class _BestWeights:
+    """Early stopping: the best value measured so far, its step and weights, the patience left.
+
+    It also keeps the flow's first weights, so that a diverged fit can always go back to
+    finite ones: :meth:`fallback` is the best snapshot or, failing one, the first.
+
+    Arguments:
+        flow: The flow whose weights are kept.
+        patience: Measures without improvement before :meth:`update` says stop (``None``:
+            never).
+    """
+
+    def __init__(self, flow: nn.Module, patience: int | None) -> None:
+        self.flow = flow
+        self.patience = patience
+        self.value: float | None = None
+        self.step = 0
+        self.state: dict[str, Tensor] | None = None
+        self.stale = 0
+        self.initial = _snapshot(flow)
+
+    def update(self, value: float, step: int, check_weights: bool = False) -> bool:
+        """Record the measure ``value`` of the weights after ``step``; return whether to stop.
+
+        With ``check_weights``, an improvement is kept only if every weight is finite (for a
+        measure, like a training loss, taken before the weights changed).
+        """
+        if self.value is None or value < self.value:
+            state = _snapshot(self.flow)
+            if not check_weights or _all_finite(state):
+                self.value, self.step, self.stale, self.state = value, step, 0, state
+                return False
+        self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+    def restore(self) -> bool:
+        """Load the best weights into the flow, if there are any; return whether there were."""
+        if self.state is None:
+            return False
+        self.flow.load_state_dict(self.state)
+        return True
+
+    def fallback(self) -> None:
+        """Load the best weights or, without any, the first ones."""
+        self.flow.load_state_dict(self.state if self.state is not None else self.initial)
+
+
+def _first_non_finite(losses: list[Tensor], first_step: int) -> tuple[int, float] | None:
+    """The step and value of the first non-finite loss of ``losses`` (of steps from
+    ``first_step``), or ``None``."""
+    if not losses:
+        return None
+    values = torch.stack(losses)
+    bad = (~torch.isfinite(values)).nonzero()
+    if bad.numel() == 0:
+        return None
+    index = int(bad[0, 0])
+    return first_step + index, float(values[index])
 
 
 def fit(
@@ -249,6 +460,13 @@ def fit(
     Returns:
         A :class:`FitResult`; ``result.flow`` is ``flow``.
 
+    Raises:
+        ValueError: An argument is out of range, or ``x`` or ``context`` is badly shaped or
+            holds NaN or inf (the message names the first such rows).
+        FitDivergedError: A training loss, a held-out NLL or the final training NLL was NaN or
+            infinite; training stopped there and the flow holds the best finite weights seen
+            (its initial weights if there were none).
+
     Example:
         >>> import torch
         >>> from flows.core import MAF, fit
@@ -268,117 +486,97 @@ def fit(
     reference = next(iter(flow.parameters()), None)
     dtype = reference.dtype if reference is not None else torch.get_default_dtype()
     device = reference.device if reference is not None else torch.device("cpu")
-
-    x = torch.as_tensor(x).to(device=device, dtype=dtype)
-    if x.ndim != 2 or x.shape[0] < 1:
-        raise ValueError(
-            f"x must have shape (rows, features) with rows >= 1, got {tuple(x.shape)}"
-        )
+    x = _as_rows("x", x, None, device, dtype)
     if context is not None:
-        context = torch.as_tensor(context).to(device=device, dtype=dtype)
-        if context.ndim != 2 or context.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"context must have shape ({x.shape[0]}, C) to match x, got {tuple(context.shape)}"
-            )
+        context = _as_rows("context", context, x.shape[0], device, dtype)
 
-    rank, world = _world()
-    seed = _common_seed(seed, world, device)
+    processes = _Processes.current()
+    seed = processes.common_seed(seed, device)
     generator = torch.Generator().manual_seed(seed)
+    split = _split(x, context, validation, generator, device)
+    held = split.held
 
-    rows = x.shape[0]
-    held = round(validation * rows)
-    if validation > 0 and held == 0:
-        held = 1
-    if rows - held < 1:
-        raise ValueError(
-            f"x has {rows} row(s): too few to hold out {validation:.0%} and still train on some"
-        )
-    order = torch.randperm(rows, generator=generator).to(device)
-    train_x, val_x = x[order[held:]], x[order[:held]]
-    train_c = val_c = None
-    if context is not None:
-        train_c, val_c = context[order[held:]], context[order[:held]]
-
-    n_train = train_x.shape[0]
+    n_train = split.train_x.shape[0]
     per_epoch = math.ceil(n_train / batch_size)
     total = steps if steps is not None else (epochs if epochs is not None else 100) * per_epoch
     every = eval_every if eval_every is not None else per_epoch
 
-    _broadcast_state(flow, world)
+    processes.broadcast_state(flow)
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     was_training = flow.training
+    # Without a held-out split the best weights only serve a diverged fit, ranked by the
+    # training loss; the final weights are kept otherwise.
+    best = _BestWeights(flow, patience if held > 0 else None)
+
+    def diverged(step: int, loss: float, what: str = "loss") -> FitDivergedError:
+        best.fallback()
+        flow.train(was_training)
+        return FitDivergedError(step, loss, what)
 
     history: list[dict[str, float]] = []
-    best_val: float | None = None
-    best_step = 0
-    best_state: dict[str, Tensor] | None = None
-    stale = 0
     step = 0
-    epoch = 0
+    # The losses since the last evaluation stay on the device, summed without a sync, and are
+    # looked at when the evaluation reads their sum (or at once, when a callback reads each).
     running = torch.zeros((), dtype=torch.float64, device=device)
-    running_count = 0
-    stop = False
+    losses: list[Tensor] = []
 
-    def snapshot() -> dict[str, Tensor]:
-        return {k: v.detach().clone() for k, v in flow.state_dict().items()}
+    for epoch, batch in _batches(n_train, batch_size, total, generator, device):
+        flow.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = _step_gradients(flow, params, split.train_x, split.train_c, batch, processes)
+        if clip_grad is not None:
+            nn.utils.clip_grad_norm_(params, clip_grad)
+        optimizer.step()
+        step += 1
+        running += loss.double()
+        losses.append(loss)
+        stop = False
 
-    while step < total and not stop:
-        epoch += 1
-        permutation = torch.randperm(n_train, generator=generator).to(device)
-        for start in range(0, n_train, batch_size):
-            if step >= total:
-                break
-            flow.train()
-            optimizer.zero_grad(set_to_none=True)
-            batch = permutation[start : start + batch_size]
-            loss = _step_gradients(flow, params, train_x, train_c, batch, rank, world)
-            if clip_grad is not None:
-                nn.utils.clip_grad_norm_(params, clip_grad)
-            optimizer.step()
-            step += 1
-            running += loss.double()
-            running_count += 1
+        val_now: float | None = None
+        if step % every == 0 or step == total:
+            flow.eval()
+            train_mean = float(running / len(losses))
+            if not math.isfinite(train_mean):
+                first = _first_non_finite(losses, step - len(losses) + 1)
+                raise diverged(*(first or (step, train_mean))) from None
+            running.zero_()
+            losses.clear()
+            if held > 0:
+                val_now = _mean_nll(flow, split.val_x, split.val_c, processes, eval_chunk)
+                if not math.isfinite(val_now):
+                    raise diverged(step, val_now, "held-out NLL") from None
+                stop = best.update(val_now, step)
+            else:
+                best.update(train_mean, step, check_weights=True)
+            history.append(
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "train_nll": train_mean,
+                    "val_nll": math.nan if val_now is None else val_now,
+                }
+            )
+        if callback is not None:
+            value = float(loss)
+            if not math.isfinite(value):
+                raise diverged(step, value) from None
+            best_val = best.value if held > 0 else None
+            if callback(FitProgress(step, total, epoch, value, val_now, best_val)):
+                stop = True
+        if stop:
+            break
 
-            val_now: float | None = None
-            if step % every == 0 or step == total:
-                flow.eval()
-                train_mean = float(running / running_count)
-                running.zero_()
-                running_count = 0
-                if held > 0:
-                    val_now = _mean_nll(flow, val_x, val_c, rank, world, eval_chunk)
-                    if best_val is None or val_now < best_val:
-                        best_val, best_step, stale = val_now, step, 0
-                        best_state = snapshot()
-                    else:
-                        stale += 1
-                    if patience is not None and stale >= patience:
-                        stop = True
-                else:
-                    best_step = step
-                history.append(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        "train_nll": train_mean,
-                        "val_nll": math.nan if val_now is None else val_now,
-                    }
-                )
-            if callback is not None:
-                progress = FitProgress(step, total, epoch, float(loss), val_now, best_val)
-                if callback(progress):
-                    stop = True
-            if stop:
-                break
-
-    if best_state is not None:
-        flow.load_state_dict(best_state)
+    restored = held > 0 and best.restore()
     flow.eval()
-    train_nll = _mean_nll(flow, train_x, train_c, rank, world, eval_chunk)
-    val_nll = _mean_nll(flow, val_x, val_c, rank, world, eval_chunk) if held > 0 else None
+    train_nll = _mean_nll(flow, split.train_x, split.train_c, processes, eval_chunk)
+    if not math.isfinite(train_nll):
+        raise diverged(step, train_nll, "train NLL") from None
+    val_nll = None
+    if held > 0:
+        val_nll = _mean_nll(flow, split.val_x, split.val_c, processes, eval_chunk)
+        if not math.isfinite(val_nll):
+            raise diverged(step, val_nll, "held-out NLL") from None
     flow.train(was_training)
-    if best_state is None:
-        best_step = step
 
     return FitResult(
         flow=flow,
@@ -387,5 +585,5 @@ def fit(
         val_nll=val_nll,
         steps=step,
         seconds=time.perf_counter() - started,
-        best_step=best_step,
+        best_step=best.step if restored else step,
     )
