@@ -22,13 +22,22 @@ def test_list_flows_shows_presets_with_their_distribution(capsys):
     assert records["maf"]["distribution"] == "flows-core"
     assert records["maf"]["transforms"] == ["affine"]
     assert records["maf"]["version"]
-    assert set(records["maf"]) == {"name", "summary", "transforms", "distribution", "version"}
+    assert records["maf"]["status"] == "ok"
+    assert set(records["maf"]) == {
+        "name",
+        "summary",
+        "transforms",
+        "distribution",
+        "version",
+        "status",
+    }
 
 
 def test_list_transforms_shows_defaults_and_provider(capsys):
     records = {r["name"]: r for r in run_json(capsys, "list-transforms")}
     assert records["affine"]["defaults"] == {"slope": 0.001}
     assert records["additive"]["distribution"] == "flows-core"
+    assert {r["status"] for r in records.values()} == {"ok"}
 
 
 def test_plugins_report_status_and_hooks(capsys):

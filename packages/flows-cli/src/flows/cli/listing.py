@@ -1,7 +1,10 @@
 """The listing commands: what transforms, presets, plugins and toy data sets are available.
 
 They read the plugin registry, which names constructors by import path, so nothing here
-imports torch (or numpy): a listing answers in a fraction of a second.
+imports torch (or numpy): a listing answers in a fraction of a second. A name that two
+distributions provide is listed once for each, with the status ``conflict`` (``ok`` otherwise)
+and one warning line on stderr naming both; a plugin that failed is named on stderr by the
+registry's warning and is listed by ``flows plugins`` as ``failed``.
 """
 
 from __future__ import annotations
@@ -61,10 +64,34 @@ def _cell(value: Any) -> str:
     return str(value) if value not in ("", None) else "-"
 
 
+def _conflicts(what: str, provided: Sequence[Any]) -> dict[str, str]:
+    """Each name's status, ``"ok"`` or ``"conflict"``; one warning line per name in conflict.
+
+    A name provided by two distributions cannot be used until one is uninstalled (the lookup
+    raises), so the listing marks both rows and says so on stderr.
+    """
+    providers: dict[str, list[Any]] = {}
+    for p in provided:
+        providers.setdefault(p.spec.name, []).append(p)
+    status = {}
+    for name, found in providers.items():
+        status[name] = "conflict" if len(found) > 1 else "ok"
+        if len(found) > 1:
+            both = " and ".join(f"{p.distribution} {p.version}".rstrip() for p in found)
+            print(
+                f"flows: warning: {what} {name!r} is provided by both {both}; "
+                "it cannot be used until one of them is uninstalled",
+                file=sys.stderr,
+            )
+    return status
+
+
 def run_list_transforms(args: argparse.Namespace) -> int:
-    """``flows list-transforms``: name, summary, hyper-parameters, provider."""
+    """``flows list-transforms``: name, summary, hyper-parameters, provider, status."""
     from flows.core.plugins import list_transforms
 
+    provided = list_transforms()
+    status = _conflicts("transform", provided)
     records = [
         {
             "name": p.spec.name,
@@ -73,17 +100,20 @@ def run_list_transforms(args: argparse.Namespace) -> int:
             "defaults": dict(p.spec.defaults),
             "distribution": p.distribution,
             "version": p.version,
+            "status": status[p.spec.name],
         }
-        for p in list_transforms()
+        for p in provided
     ]
-    headers = ["NAME", "SUMMARY", "DOMAIN", "DEFAULTS", "DISTRIBUTION", "VERSION"]
+    headers = ["NAME", "SUMMARY", "DOMAIN", "DEFAULTS", "DISTRIBUTION", "VERSION", "STATUS"]
     return _emit(args, headers, records)
 
 
 def run_list_flows(args: argparse.Namespace) -> int:
-    """``flows list-flows``: the presets with the transforms they use and their provider."""
+    """``flows list-flows``: the presets with the transforms they use, provider and status."""
     from flows.core.plugins import list_presets
 
+    provided = list_presets()
+    status = _conflicts("preset", provided)
     records = [
         {
             "name": p.spec.name,
@@ -91,10 +121,11 @@ def run_list_flows(args: argparse.Namespace) -> int:
             "transforms": list(p.spec.transforms),
             "distribution": p.distribution,
             "version": p.version,
+            "status": status[p.spec.name],
         }
-        for p in list_presets()
+        for p in provided
     ]
-    headers = ["NAME", "SUMMARY", "TRANSFORMS", "DISTRIBUTION", "VERSION"]
+    headers = ["NAME", "SUMMARY", "TRANSFORMS", "DISTRIBUTION", "VERSION", "STATUS"]
     return _emit(args, headers, records)
 
 
