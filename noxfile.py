@@ -64,23 +64,38 @@ def tests(session: nox.Session, package: str) -> None:
 
 
 @nox.session
-def plugins(session: nox.Session) -> None:
-    """Real installs: transforms and presets appear exactly when their package is installed."""
-    session.install(*CONSTRAINTS, *_paths(["nn", "core", "cli"]))
-    session.run("python", "tools/check_plugins.py", "--absent", "rqs", "--absent-preset", "nsf")
-    session.install(*CONSTRAINTS, *_paths(["nn", "core", "splines", "cli"]))
-    session.run("python", "tools/check_plugins.py", "--present", "rqs", "--present-preset", "nsf")
+@nox.parametrize("step", ["core", "splines", "example"], ids=["core", "splines", "example"])
+def plugins(session: nox.Session, step: str) -> None:
+    """Real installs: transforms and presets appear exactly when their package is installed.
+
+    Each step is its own fresh environment, so nothing an earlier step installed is listed.
+    """
     example = "examples/flows-example-plugin"
-    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *_paths(["nn", "core", "cli"]), example)
-    session.run(
-        "python",
-        "tools/check_plugins.py",
-        "--present",
-        "sinh-arcsinh",
-        "--distribution",
-        "sinh-arcsinh=flows-example-plugin",
-    )
-    session.run("pytest", f"{example}/tests")
+    packages = ["nn", "core", "splines", "cli"] if step == "splines" else ["nn", "core", "cli"]
+    expected = {f"flows-{name}" for name in packages}
+    if step == "core":
+        session.install(*CONSTRAINTS, *_paths(packages))
+        checks = ["--absent", "rqs", "--absent-preset", "nsf"]
+    elif step == "splines":
+        session.install(*CONSTRAINTS, *_paths(packages))
+        checks = ["--present", "rqs", "--present-preset", "nsf"]
+        checks += ["--distribution", "rqs=flows-splines"]
+    else:
+        session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *_paths(packages), example)
+        expected.add("flows-example-plugin")
+        checks = ["--present", "sinh-arcsinh", "--absent", "rqs", "--absent-preset", "nsf"]
+        checks += ["--distribution", "sinh-arcsinh=flows-example-plugin"]
+    installed = {
+        dist["name"]
+        for dist in json.loads(session.run("pip", "list", "--format=json", silent=True))
+        if dist["name"].startswith("flows-")
+    }
+    if installed != expected:
+        session.error(f"installed {sorted(installed)}, expected exactly {sorted(expected)}")
+    # --clean: every listing exits 0 with nothing on stderr, and every plugin loaded.
+    session.run("python", "tools/check_plugins.py", "--clean", *checks)
+    if step == "example":
+        session.run("pytest", f"{example}/tests")
 
 
 @nox.session

@@ -1,6 +1,10 @@
 """Check what the installed `flows` command lists: used by `nox -s plugins` after real installs.
 
-python tools/check_plugins.py --present rqs --absent-preset cnf --distribution rqs=flows-splines
+python tools/check_plugins.py --clean --present rqs --absent-preset cnf \
+    --distribution rqs=flows-splines
+
+--clean also asks that every listing exits 0 with nothing on stderr (no plugin warning), that
+every plugin in `flows plugins` is ok, and that no name is in conflict.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import subprocess
 import sys
 
 
-def listing(command: str) -> dict[str, dict]:
-    out = subprocess.run(
+def listing(command: str) -> tuple[dict[str, dict], list[dict], str]:
+    """The rows of `flows COMMAND --json` by name, all of them, and what it wrote on stderr."""
+    result = subprocess.run(
         ["flows", command, "--json"], check=True, capture_output=True, text=True
-    ).stdout
-    return {row["name"]: row for row in json.loads(out)}
+    )
+    rows = json.loads(result.stdout)
+    return {row["name"]: row for row in rows}, rows, result.stderr
 
 
 def main() -> int:
@@ -31,9 +37,15 @@ def main() -> int:
         metavar="NAME=DIST",
         help="the transform NAME is provided by distribution DIST",
     )
+    parser.add_argument(
+        "--clean",
+        action="store_true",
+        help="no warning on stderr, every plugin ok, no name in conflict",
+    )
     args = parser.parse_args()
 
-    transforms, presets = listing("list-transforms"), listing("list-flows")
+    transforms, transform_rows, transform_err = listing("list-transforms")
+    presets, preset_rows, preset_err = listing("list-flows")
     errors = []
     for name in args.present:
         if name not in transforms:
@@ -52,6 +64,21 @@ def main() -> int:
         row = transforms.get(name, {})
         if row.get("distribution") != dist or not row.get("version"):
             errors.append(f"transform {name!r} should come from {dist} with a version: {row}")
+    if args.clean:
+        _, plugin_rows, plugin_err = listing("plugins")
+        for command, err in [
+            ("list-transforms", transform_err),
+            ("list-flows", preset_err),
+            ("plugins", plugin_err),
+        ]:
+            if err:
+                errors.append(f"`flows {command}` wrote on stderr: {err.strip()}")
+        for row in plugin_rows:
+            if row["status"] != "ok":
+                errors.append(f"plugin {row['name']!r} from {row['distribution']}: {row}")
+        for row in transform_rows + preset_rows:
+            if row["status"] != "ok":
+                errors.append(f"{row['name']!r} from {row['distribution']} is {row['status']}")
     for error in errors:
         print(f"check_plugins: {error}", file=sys.stderr)
     if not errors:
