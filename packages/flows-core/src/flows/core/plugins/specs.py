@@ -55,6 +55,13 @@ class TransformSpec:
     ``shapes``, and the ``options`` as keyword arguments:
     ``constructor(*params, **options)``, where ``params[i]`` has shape ``(*batch, *shapes[i])``.
 
+    Optionally, the constructor (a class) also has a class method
+    ``from_rows(rows, batch, **options)`` taking the parameters as one block laid out
+    parameters first, ``rows`` of shape ``(total, F, N)`` with ``N`` the elements of ``batch``,
+    as masked autoregressive layers compute them; it must build the transform that the
+    constructor builds from the block's per-parameter views. Without it, the constructor
+    receives those views. See :class:`flows.core.transforms.UnivariateTransform`.
+
     Arguments:
         name: The unique, lower-case name users pass as ``univariate=name``.
         constructor: Import path of the transform constructor.
