@@ -1,7 +1,7 @@
 r"""Ready-made flows: MAF, NICE, RealNVP, GMM and GF.
 
-Each records the keyword arguments that rebuild it in ``arguments``:
-``type(flow)(**flow.arguments)`` gives the same architecture.
+Each is a :class:`Preset`, which records the keyword arguments that rebuild it in
+``arguments``: ``type(flow)(**flow.arguments)`` gives the same architecture.
 
 Example:
     >>> import torch
@@ -11,6 +11,7 @@ Example:
     torch.Size([3, 2])
 """
 
+from flows.core.presets.base import Preset
 from flows.core.presets.coupling import CouplingFlow
 from flows.core.presets.gf import GF
 from flows.core.presets.gmm import GMM
@@ -18,4 +19,4 @@ from flows.core.presets.maf import MAF
 from flows.core.presets.nice import NICE
 from flows.core.presets.realnvp import RealNVP
 
-__all__ = ["GF", "GMM", "MAF", "NICE", "CouplingFlow", "RealNVP"]
+__all__ = ["GF", "GMM", "MAF", "NICE", "CouplingFlow", "Preset", "RealNVP"]

@@ -8,9 +8,10 @@ import torch
 from torch import Tensor
 
 from flows.core.layers import GeneralCouplingTransform
-from flows.core.layers.elementwise import _check_count
 from flows.core.lazy import Flow
+from flows.core.presets.base import Preset
 from flows.core.presets.maf import standard_normal_base
+from flows.core.validation import check_count
 
 __all__ = ["CouplingFlow", "coupling_masks"]
 
@@ -39,7 +40,7 @@ def coupling_masks(features: int, transforms: int, randmask: bool) -> list[Tenso
     return masks
 
 
-class CouplingFlow(Flow):
+class CouplingFlow(Preset, Flow):
     r"""A flow of coupling transforms with alternating masks, on a standard Gaussian.
 
     Each layer keeps part of the features, :math:`y_a = x_a`, and maps the others element-wise
@@ -72,20 +73,12 @@ class CouplingFlow(Flow):
         randmask: bool = False,
         **kwargs: Any,
     ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "randmask": randmask,
-            **kwargs,
-        }
         name = type(self).__name__
-        _check_count(name, "features", features, minimum=2)
-        _check_count(name, "transforms", transforms, minimum=1)
+        check_count("features", features, minimum=2, owner=name)
+        check_count("transforms", transforms, owner=name)
         kwargs.setdefault("univariate", self.default_univariate)
         layers = [
             GeneralCouplingTransform(features, context, mask=mask, **kwargs)
             for mask in coupling_masks(features, transforms, randmask)
         ]
         super().__init__(layers, standard_normal_base(features))
-        self.arguments: dict[str, Any] = arguments

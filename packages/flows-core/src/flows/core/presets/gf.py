@@ -7,14 +7,15 @@ from typing import Any
 import torch
 
 from flows.core.layers import ElementWiseTransform
-from flows.core.layers.elementwise import _check_count
 from flows.core.lazy import Flow, LazyTransform, UnconditionalTransform
+from flows.core.presets.base import Preset
 from flows.core.presets.maf import standard_normal_base
+from flows.core.validation import check_count
 
 __all__ = ["GF"]
 
 
-class GF(Flow):
+class GF(Preset, Flow):
     r"""A Gaussianization flow: element-wise Gaussianizations alternated with rotations.
 
     Each layer maps every feature through :math:`y = \Phi^{-1}(F(x))`, where :math:`F` is the
@@ -47,16 +48,9 @@ class GF(Flow):
         components: int = 8,
         **kwargs: Any,
     ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "components": components,
-            **kwargs,
-        }
-        _check_count("GF", "features", features, minimum=1)
-        _check_count("GF", "transforms", transforms, minimum=1)
-        _check_count("GF", "components", components, minimum=1)
+        check_count("features", features, owner="GF")
+        check_count("transforms", transforms, owner="GF")
+        check_count("components", components, owner="GF")
         from flows.core.transforms import GaussianizationTransform, RotationTransform
 
         layers: list[LazyTransform] = []
@@ -75,7 +69,6 @@ class GF(Flow):
                     UnconditionalTransform(RotationTransform, torch.randn(features, features))
                 )
         super().__init__(layers, standard_normal_base(features))
-        self.arguments: dict[str, Any] = arguments
 
 
 def _spread_components(layer: ElementWiseTransform, components: int) -> None:

@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, MultivariateNormal
 
-from flows.core.layers.elementwise import _check_count
 from flows.core.layers.univariate import init_near_zero
 from flows.core.lazy import LazyDistribution
+from flows.core.presets.base import Preset
+from flows.core.validation import check_choice, check_count
 
 __all__ = ["GMM"]
 
@@ -18,7 +19,7 @@ COVARIANCE_TYPES = ("full", "diagonal", "spherical", "tied")
 _NETWORK_ARGUMENTS = ("activation", "hidden_features", "normalize")
 
 
-class GMM(LazyDistribution):
+class GMM(Preset, LazyDistribution):
     r"""A Gaussian mixture model :math:`p(X | c) = \sum_k w_k \, \mathcal{N}(X | \mu_k, \Sigma_k)`.
 
     Without context, the weights, means and covariances are free parameters; with a context,
@@ -54,27 +55,16 @@ class GMM(LazyDistribution):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        _check_count("GMM", "features", features, minimum=1)
-        _check_count("GMM", "context", context, minimum=0)
-        _check_count("GMM", "components", components, minimum=1)
-        if covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"GMM: covariance_type must be one of {', '.join(map(repr, COVARIANCE_TYPES))}, "
-                f"got {covariance_type!r}"
-            )
+        check_count("features", features, owner="GMM")
+        check_count("context", context, minimum=0, owner="GMM")
+        check_count("components", components, owner="GMM")
+        check_choice("covariance_type", covariance_type, COVARIANCE_TYPES, owner="GMM")
         unknown = sorted(set(kwargs) - set(_NETWORK_ARGUMENTS))
         if unknown:
             raise TypeError(
                 f"GMM got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; it "
                 f"accepts the network arguments {', '.join(_NETWORK_ARGUMENTS)}"
             )
-        self.arguments: dict[str, Any] = {
-            "features": features,
-            "context": context,
-            "components": components,
-            "covariance_type": covariance_type,
-            **kwargs,
-        }
         self.features = features
         self.context = context
         self.components = components

@@ -2,14 +2,18 @@ r"""The masked autoregressive flow (MAF) preset."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
 
 from flows.core.layers import MaskedAutoregressiveTransform
-from flows.core.layers.elementwise import _check_count
 from flows.core.lazy import Flow, UnconditionalDistribution
+from flows.core.presets.base import Preset
+from flows.core.validation import check_count
+
+if TYPE_CHECKING:
+    from flows.nn import MaskedLinear
 
 __all__ = ["MAF", "alternating_orders", "standard_normal_base"]
 
@@ -41,7 +45,7 @@ def standard_normal_base(features: int) -> UnconditionalDistribution:
     )
 
 
-class MAF(Flow):
+class MAF(Preset, Flow):
     r"""A masked autoregressive flow (MAF): masked autoregressive transforms on a Gaussian.
 
     The flow stacks ``transforms`` :class:`MaskedAutoregressiveTransform` layers on the base
@@ -82,15 +86,9 @@ class MAF(Flow):
         randperm: bool = False,
         **kwargs: Any,
     ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "randperm": randperm,
-            **kwargs,
-        }
-        _check_count("MAF", "transforms", transforms, minimum=1)
-        _check_count("MAF", "features", features, minimum=1)
+        name = type(self).__name__
+        check_count("transforms", transforms, owner=name)
+        check_count("features", features, owner=name)
         order = kwargs.pop("order", None)
         if "adjacency" in kwargs:
             orders = [{} if order is None else {"order": order}] * transforms
@@ -103,7 +101,6 @@ class MAF(Flow):
             for layer in layers:
                 _random_shifts(layer)
         super().__init__(layers, standard_normal_base(features))
-        self.arguments: dict[str, Any] = arguments
 
 
 def _random_shifts(layer: MaskedAutoregressiveTransform) -> None:
@@ -118,11 +115,9 @@ def _random_shifts(layer: MaskedAutoregressiveTransform) -> None:
     """
     if layer.hyper is None:
         return
-    last = layer.hyper[-1]
-    near_zero = last.weight.detach().clone()
-    last.reset_parameters()
-    with torch.no_grad():
-        # Row f * total + k of the output is parameter k (0: shift, 1: scale) of feature f.
-        rows = last.weight.view(-1, layer.layout.total, last.weight.shape[-1])
-        rows[:, 1:] = near_zero.view_as(rows)[:, 1:]
-        last.bias.zero_()
+    last = cast("MaskedLinear", layer.hyper[-1])
+    # Row f * total + k of the output is parameter k (0: shift, 1: scale) of feature f.
+    last.reset_parameters(rows=range(0, last.out_features, layer.layout.total))
+    if last.bias is not None:
+        with torch.no_grad():
+            last.bias.zero_()

@@ -1,7 +1,7 @@
 """The presets of flows-splines: flows built on spline and monotonic transforms.
 
-Each records the keyword arguments that rebuild it in ``arguments``:
-``type(flow)(**flow.arguments)`` gives the same architecture.
+Each is a :class:`flows.core.presets.Preset`, which records the keyword arguments that rebuild
+it in ``arguments``: ``type(flow)(**flow.arguments)`` gives the same architecture.
 """
 
 from flows.splines.presets.naf import NAF, UNAF

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from flows.core.layers import MaskedAutoregressiveTransform
-from flows.core.layers.elementwise import _check_count
 from flows.core.lazy import Flow, LazyTransform, UnconditionalTransform
+from flows.core.presets import Preset
 from flows.core.presets.maf import alternating_orders, standard_normal_base
+from flows.core.validation import check_count
 from flows.splines.monotonic import MonotonicTransform
 from flows.splines.unconstrained import UnconstrainedMonotonicTransform
 
@@ -139,7 +140,7 @@ def _interleave_softclip(layers: Sequence[LazyTransform], bound: float) -> list[
     return out
 
 
-class _NeuralAutoregressiveFlow(Flow):
+class _NeuralAutoregressiveFlow(Preset, Flow):
     """Autoregressive layers of ``layer`` separated by soft clips, on a standard Gaussian."""
 
     layer: ClassVar[type[LazyTransform]]
@@ -154,22 +155,12 @@ class _NeuralAutoregressiveFlow(Flow):
         network: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "randperm": randperm,
-            "signal": signal,
-            "network": network,
-            **kwargs,
-        }
-        _check_count(type(self).__name__, "transforms", transforms, minimum=1)
+        check_count("transforms", transforms, owner=type(self).__name__)
         layers = [
             self.layer(features, context, signal=signal, network=network, order=order, **kwargs)
             for order in alternating_orders(features, transforms, randperm)
         ]
         super().__init__(_interleave_softclip(layers, 11.0), standard_normal_base(features))
-        self.arguments: dict[str, Any] = arguments
 
 
 class NAF(_NeuralAutoregressiveFlow):

@@ -11,7 +11,9 @@ import torch
 
 from flows.core.layers import MaskedAutoregressiveTransform
 from flows.core.lazy import Flow, UnconditionalDistribution, UnconditionalTransform
-from flows.core.presets import MAF
+from flows.core.presets import MAF, Preset
+from flows.core.presets.maf import alternating_orders
+from flows.core.validation import check_count
 
 
 class NSF(MAF):
@@ -56,16 +58,6 @@ class NSF(MAF):
         passes: int | None = None,
         **kwargs: Any,
     ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "bins": bins,
-            "bound": bound,
-            "slope": slope,
-            "passes": passes,
-            **kwargs,
-        }
         if passes is not None:
             kwargs["passes"] = passes
         super().__init__(
@@ -78,10 +70,9 @@ class NSF(MAF):
             slope=slope,
             **kwargs,
         )
-        self.arguments: dict[str, Any] = arguments
 
 
-class NCSF(Flow):
+class NCSF(Preset, Flow):
     r"""A neural circular spline flow, for data on the torus :math:`[-\pi, \pi]^F`.
 
     Each layer is a masked autoregressive transform with circular rational-quadratic splines
@@ -95,7 +86,8 @@ class NCSF(Flow):
         transforms: The number of autoregressive transforms.
         bins: The number of spline bins :math:`K`.
         slope: The smallest derivative and relative bin size of the splines.
-        randperm: Whether each layer takes a random order of the features.
+        randperm: Whether each layer takes a random order of the features, rather than
+            ascending and descending orders alternately.
         kwargs: Passed to :class:`flows.core.MaskedAutoregressiveTransform`: ``passes``,
             ``hidden_features``, ``activation``, ``residual``.
 
@@ -123,24 +115,10 @@ class NCSF(Flow):
         from flows.core.distributions import BoxUniform
         from flows.core.transforms import CircularShiftTransform
 
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "bins": bins,
-            "slope": slope,
-            "randperm": randperm,
-            **kwargs,
-        }
-        if not isinstance(transforms, int) or isinstance(transforms, bool) or transforms < 1:
-            raise ValueError(f"NCSF: transforms must be an int >= 1, got {transforms!r}")
+        check_count("transforms", transforms, owner="NCSF")
+        check_count("features", features, owner="NCSF")
         layers = []
-        for i in range(transforms):
-            if randperm:
-                order = torch.randperm(features)
-            else:
-                order = torch.arange(features)
-                order = order if i % 2 == 0 else order.flip(0)
+        for order in alternating_orders(features, transforms, randperm):
             layers.append(
                 MaskedAutoregressiveTransform(
                     features,
@@ -160,4 +138,3 @@ class NCSF(Flow):
             buffer=True,
         )
         super().__init__(layers, base)
-        self.arguments: dict[str, Any] = arguments

@@ -44,15 +44,6 @@ class SOSPF(MAF):
         bound: float = 5.0,
         **kwargs: Any,
     ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "degree": degree,
-            "polynomials": polynomials,
-            "bound": bound,
-            **kwargs,
-        }
         super().__init__(
             features,
             context,
@@ -63,7 +54,6 @@ class SOSPF(MAF):
             bound=bound,
             **kwargs,
         )
-        self.arguments: dict[str, Any] = arguments
 
 
 class BPF(MAF):
@@ -100,14 +90,6 @@ class BPF(MAF):
         bound: float = 5.0,
         **kwargs: Any,
     ) -> None:
-        arguments = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "degree": degree,
-            "bound": bound,
-            **kwargs,
-        }
         super().__init__(
             features,
             context,
@@ -117,4 +99,3 @@ class BPF(MAF):
             bound=bound,
             **kwargs,
         )
-        self.arguments: dict[str, Any] = arguments
