@@ -152,10 +152,14 @@ def test_autoregressive_inverse_needs_enough_passes(dtype, device):
     torch.testing.assert_close(enough, x, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("passes", [0, -1, 1.5, True])
-def test_autoregressive_rejects_bad_passes(passes):
-    with pytest.raises(ValueError, match="passes"):
+@pytest.mark.parametrize(
+    ("passes", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_autoregressive_rejects_bad_passes(passes, error):
+    message = f"AutoregressiveTransform: passes must be an int >= 1, got {passes!r}"
+    with pytest.raises(error) as caught:
         AutoregressiveTransform(lambda x: AdditiveTransform(x), passes)
+    assert str(caught.value) == message
 
 
 def test_coupling_keeps_masked_features(dtype, device):

@@ -243,11 +243,17 @@ def test_vector_field_reads_state_time_embedding_and_context():
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [
-        (lambda: FFJTransform(0), ValueError, "features must be a positive int, got 0"),
-        (lambda: FFJTransform(2, context=-1), ValueError, "context must be an int >= 0, got -1"),
-        (lambda: FFJTransform(2, freqs=1.5), ValueError, "freqs must be an int >= 0, got 1.5"),
-        (lambda: FFJTransform(2, atol=0), ValueError, "atol must be a positive number, got 0"),
-        (lambda: CNF(2, transforms=0), ValueError, "transforms must be a positive int, got 0"),
+        (
+            lambda: FFJTransform(0),
+            ValueError,
+            "^FFJTransform: features must be an int >= 1, got 0$",
+        ),
+        (lambda: FFJTransform(2, context=-1), ValueError, "context must be an int >= 0, got -1$"),
+        (lambda: FFJTransform(2, freqs=1.5), TypeError, "freqs must be an int >= 0, got 1.5$"),
+        (lambda: FFJTransform(2, freqs=True), TypeError, "freqs must be an int >= 0, got True$"),
+        (lambda: FFJTransform(2, atol=0), ValueError, "atol must be a positive number, got 0$"),
+        (lambda: FFJTransform(2, rtol="1"), TypeError, "rtol must be a positive number, got '1'$"),
+        (lambda: CNF(2, transforms=0), ValueError, "^CNF: transforms must be an int >= 1, got 0$"),
     ],
 )
 def test_bad_arguments_are_refused(make, error, match):

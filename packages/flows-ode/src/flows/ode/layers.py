@@ -10,17 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from flows.core.lazy import LazyTransform
+from flows.core.validation import check_count, check_positive
 from flows.nn import MLP
 from flows.ode.ffj import FreeFormJacobianTransform
 
 __all__ = ["FFJTransform"]
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        accepted = "a positive int" if low == 1 else f"an int >= {low}"
-        raise ValueError(f"{name} must be {accepted}, got {value!r}")
-    return value
 
 
 class FFJTransform(LazyTransform):
@@ -64,14 +58,12 @@ class FFJTransform(LazyTransform):
         **network: Any,
     ) -> None:
         super().__init__()
-        self.features = _check_int("features", features, 1)
-        self.context = _check_int("context", context, 0)
-        self.freqs = _check_int("freqs", freqs, 0)
-        for name, value in (("atol", atol), ("rtol", rtol)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        self.atol = float(atol)
-        self.rtol = float(rtol)
+        owner = "FFJTransform"
+        self.features = check_count("features", features, owner=owner)
+        self.context = check_count("context", context, minimum=0, owner=owner)
+        self.freqs = check_count("freqs", freqs, minimum=0, owner=owner)
+        self.atol = float(check_positive("atol", atol, owner=owner))
+        self.rtol = float(check_positive("rtol", rtol, owner=owner))
         self.exact = bool(exact)
 
         # The frequencies follow from the arguments: a buffer, to follow .to(), not state.

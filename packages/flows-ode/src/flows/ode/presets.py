@@ -8,12 +8,14 @@ import torch
 
 from flows.core.distributions import DiagNormal
 from flows.core.lazy import Flow, UnconditionalDistribution
+from flows.core.presets import Preset
+from flows.core.validation import check_count
 from flows.ode.layers import FFJTransform
 
 __all__ = ["CNF"]
 
 
-class CNF(Flow):
+class CNF(Preset, Flow):
     r"""A continuous normalizing flow: free-form Jacobian transforms over a standard Gaussian.
 
     Each transform integrates a neural vector field :math:`f(t, x | c)` from :math:`t = 0` to
@@ -48,16 +50,9 @@ class CNF(Flow):
     def __init__(
         self, features: int, context: int = 0, transforms: int = 1, **kwargs: Any
     ) -> None:
-        if not isinstance(transforms, int) or isinstance(transforms, bool) or transforms < 1:
-            raise ValueError(f"transforms must be a positive int, got {transforms!r}")
+        check_count("transforms", transforms, owner="CNF")
         layers = [FFJTransform(features, context, **kwargs) for _ in range(transforms)]
         base = UnconditionalDistribution(
             DiagNormal, torch.zeros(features), torch.ones(features), buffer=True
         )
         super().__init__(layers, base)
-        self.arguments: dict[str, Any] = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            **kwargs,
-        }

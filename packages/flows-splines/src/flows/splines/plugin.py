@@ -8,45 +8,41 @@ from __future__ import annotations
 __all__ = ["flows_register_presets", "flows_register_transforms"]
 
 from flows.core.plugins import PresetSpec, TransformSpec, hookimpl
-
-
-def _positive_int(name: str, value: object, least: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
-    return value
+from flows.core.validation import check_count
 
 
 def _rqs_shapes(bins: int = 8) -> list[tuple[int, ...]]:
-    bins = _positive_int("bins", bins)
+    bins = check_count("bins", bins, owner="rqs")
     return [(bins,), (bins,), (bins - 1,)]
 
 
 def _circular_shapes(bins: int = 8) -> list[tuple[int, ...]]:
-    bins = _positive_int("bins", bins)
+    bins = check_count("bins", bins, owner="circular-rqs")
     return [(bins,), (bins,), (bins,)]
 
 
 def _sos_shapes(degree: int = 3, polynomials: int = 2) -> list[tuple[int, ...]]:
-    degree = _positive_int("degree", degree, least=0)
-    polynomials = _positive_int("polynomials", polynomials)
+    degree = check_count("degree", degree, minimum=0, owner="sos")
+    polynomials = check_count("polynomials", polynomials, owner="sos")
     return [(polynomials, degree + 1), ()]
 
 
 def _bernstein_shapes(degree: int = 16) -> list[tuple[int, ...]]:
-    return [(_positive_int("degree", degree) + 1,)]
+    return [(check_count("degree", degree, owner="bernstein") + 1,)]
 
 
 def _bounded_bernstein_shapes(degree: int = 16) -> list[tuple[int, ...]]:
-    return [(_positive_int("degree", degree, least=3) - 2,)]
+    return [(check_count("degree", degree, minimum=3, owner="bounded-bernstein") - 2,)]
 
 
 def _network_shapes(units: int = 8) -> list[tuple[int, ...]]:
-    units = _positive_int("units", units)
+    units = check_count("units", units, owner="monotonic")
     return [(units,), (units,), (units,)]
 
 
 def _integrated_network_shapes(units: int = 8) -> list[tuple[int, ...]]:
-    return [*_network_shapes(units), ()]
+    units = check_count("units", units, owner="umnn")
+    return [(units,), (units,), (units,), ()]
 
 
 @hookimpl

@@ -10,6 +10,8 @@ import torch
 from torch import Size, Tensor
 from torch.distributions import Distribution, constraints
 
+from flows.core.validation import check_count
+
 
 def _check_base(base: object) -> Distribution:
     if not isinstance(base, Distribution) or base.event_shape:
@@ -18,12 +20,6 @@ def _check_base(base: object) -> Distribution:
             f"got {base!r}"
         )
     return base
-
-
-def _check_count(name: str, value: object, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _draws(base: Distribution, n: int, sample_shape: Size, reparametrized: bool) -> Tensor:
@@ -42,7 +38,7 @@ class _OrderStatistic(Distribution):
 
     def __init__(self, base: Distribution, n: int, event_shape: Size) -> None:
         self.base = _check_base(base)
-        self.n = _check_count("n", n)
+        self.n = check_count("n", n, owner=type(self).__name__)
         super().__init__(base.batch_shape, event_shape, validate_args=False)
 
     @property
@@ -125,10 +121,10 @@ class TopK(_OrderStatistic):
     """
 
     def __init__(self, base: Distribution, k: int, n: int) -> None:
-        k = _check_count("k", k)
+        k = check_count("k", k, owner="TopK")
         super().__init__(base, n, Size([k]))
         if n < k:
-            raise ValueError(f"n must be at least k = {k}, got {n!r}")
+            raise ValueError(f"TopK: n must be at least k = {k}, got {n!r}")
         self.k = k
 
     def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> TopK:

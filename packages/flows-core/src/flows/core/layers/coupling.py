@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 from torch.distributions import Transform
 
-from flows.core.layers.elementwise import _check_count
 from flows.core.layers.univariate import (
     cat_context,
     checked_context,
@@ -19,6 +18,7 @@ from flows.core.layers.univariate import (
 )
 from flows.core.lazy import LazyTransform
 from flows.core.transforms import CouplingTransform
+from flows.core.validation import check_count
 
 __all__ = ["GeneralCouplingTransform"]
 
@@ -63,8 +63,8 @@ class GeneralCouplingTransform(LazyTransform):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        _check_count(_OWNER, "features", features, minimum=2)
-        _check_count(_OWNER, "context", context, minimum=0)
+        check_count("features", features, minimum=2, owner=_OWNER)
+        check_count("context", context, minimum=0, owner=_OWNER)
         self.layout, network = resolve_univariate(
             _OWNER, univariate, shapes, kwargs, _NETWORK_ARGUMENTS
         )

@@ -12,6 +12,7 @@ from torch.distributions import Transform
 from flows.core.layers.univariate import checked_context, init_near_zero, resolve_univariate
 from flows.core.lazy import LazyTransform
 from flows.core.transforms import DependentTransform
+from flows.core.validation import check_count
 
 __all__ = ["ElementWiseTransform"]
 
@@ -50,8 +51,8 @@ class ElementWiseTransform(LazyTransform):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        _check_count("ElementWiseTransform", "features", features, minimum=1)
-        _check_count("ElementWiseTransform", "context", context, minimum=0)
+        check_count("features", features, owner="ElementWiseTransform")
+        check_count("context", context, minimum=0, owner="ElementWiseTransform")
         self.layout, network = resolve_univariate(
             "ElementWiseTransform", univariate, shapes, kwargs, _NETWORK_ARGUMENTS
         )
@@ -88,5 +89,5 @@ class ElementWiseTransform(LazyTransform):
 
 
 def _check_count(owner: str, name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
+    # Kept for flows.core.layers.autoregressive until it calls flows.core.validation itself.
+    check_count(name, value, minimum=minimum, owner=owner)

@@ -17,6 +17,7 @@ from flows.core.transforms.base import (
     inverse_and_ladj,
     sum_rightmost,
 )
+from flows.core.validation import check_count
 
 
 def _ladj_over_event(transform: _TorchTransform, ladj: Tensor) -> Tensor:
@@ -59,8 +60,7 @@ class AutoregressiveTransform(Transform):
         super().__init__()
         if not callable(meta):
             raise TypeError(f"meta must be callable, got {type(meta).__name__}")
-        if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-            raise ValueError(f"passes must be a positive int, got {passes!r}")
+        check_count("passes", passes, owner="AutoregressiveTransform")
         self.meta = meta
         self.passes = passes
 
