@@ -18,7 +18,7 @@ import numpy as np
 from flows.cli import datasets
 from flows.cli.arguments import CLIError
 from flows.cli.modeling import Standardizer, build_flow, default_flow
-from flows.cli.outputs import check_output_path, plot_pair
+from flows.cli.outputs import OutputPlan, atomic_path, plot_pair
 from flows.cli.workers import start_workers
 
 __all__ = ["run_fit"]
@@ -65,6 +65,9 @@ def _progress_bar(total: int, enabled: bool, shift: float) -> Any:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    data_file = None if args.data in datasets.TOY_SETS else args.data
+    plan = OutputPlan(force=args.force, inputs={"DATA": data_file})
+    out = plan.add("--out", args.out, "checkpoint")
     table = datasets.load_data(args.data, key=args.key, samples=args.samples, seed=args.seed)
     x, c = datasets.select(
         table, datasets.parse_columns(args.columns), datasets.parse_columns(args.context_columns)
@@ -74,10 +77,11 @@ def run_fit(args: argparse.Namespace) -> int:
     if rows < 2 or (args.validation > 0 and rows < 3):
         raise CLIError(f"{table.source}: {rows} usable row(s) are too few to fit a flow")
 
-    out = check_output_path(args.out, "--out")
     plot_path = None
     if x.values.shape[1] == 2 and not args.no_plot:
-        plot_path = check_output_path(args.plot or out.with_suffix(".png"), "--plot")
+        plot_path = plan.add(
+            "--plot", args.plot or out.with_suffix(".png"), "plot", default=args.plot is None
+        )
 
     scale_x = Standardizer.of(x.values, x.names, table.source)
     scale_c = Standardizer.of(c.values, c.names, table.source) if c is not None else None
@@ -150,7 +154,8 @@ def run_fit(args: argparse.Namespace) -> int:
             "val_nll": None if result.val_nll is None else result.val_nll + shift,
             "steps": result.steps,
         }
-        save(flow, out, extra=extra)
+        with atomic_path(out) as staged:
+            save(flow, staged, extra=extra)
 
         note = None
         if plot_path is not None:

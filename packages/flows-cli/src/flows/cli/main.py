@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -85,6 +86,12 @@ def _add_fit(commands: Any) -> None:
     )
     fit.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
     fit.add_argument(
+        "--force",
+        action="store_true",
+        help="replace existing output files flows cannot tell it wrote (a rerun replaces "
+        "its own checkpoint and PNG without --force)",
+    )
+    fit.add_argument(
         "--samples",
         type=positive_int,
         default=10000,
@@ -148,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated context values, or a file of context rows (.csv, .npy, .npz)",
     )
     sample.add_argument("--out", help="write to this .csv or .npy file instead of stdout")
+    sample.add_argument("--force", action="store_true", help="replace an existing --out file")
     sample.add_argument("--seed", type=non_negative_int, default=None)
     sample.add_argument("--key", help="the array to read from a .npz context file")
     sample.set_defaults(run="flows.cli.using:run_sample")
@@ -166,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-row", action="store_true", help="print the log-density of every row (CSV) on stdout"
     )
     evaluate.add_argument("--out", help="write the per-row log-densities to this .csv/.npy file")
+    evaluate.add_argument("--force", action="store_true", help="replace an existing --out file")
     evaluate.add_argument(
         "--samples",
         type=positive_int,
@@ -208,8 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
     debug = bool(os.environ.get("FLOWS_TRACEBACK"))
+    from flows.cli.outputs import Terminated, sigterm_raises
+
     try:
-        return _resolve(args.run)(args) or 0
+        with sigterm_raises():  # so that a killed command removes its temporary files
+            return _resolve(args.run)(args) or 0
+    except Terminated:
+        print(f"{PROG}: interrupted (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

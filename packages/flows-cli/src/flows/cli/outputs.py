@@ -1,71 +1,426 @@
-"""Writing output files whole or not at all, and the PNG of data beside samples."""
+"""Where the ``flows`` command may write, and writing there whole or not at all.
+
+Every command that writes files (``fit``, ``sample``, ``eval``) first lists them in one
+:class:`OutputPlan`, before any model is loaded or trained, and the plan refuses an output that
+would destroy something:
+
+1. an input of the same command (the DATA file, the MODEL checkpoint, a ``--context`` file),
+   compared as files (:func:`os.path.samefile`), so ``./d.csv``, a symbolic link to it and a
+   hard link to it are all caught;
+2. another output of the same command (``--out`` and ``--plot``, its default included);
+3. an existing path that is not a regular file: a symbolic link (refused, never followed), a
+   folder, a named pipe, a device, a socket;
+4. a read-only file, or a folder that is missing or not writable;
+5. an existing file that flows cannot tell it wrote as that same kind of output, unless
+   ``--force`` is given. A checkpoint carries the ``flows-checkpoint`` tag, a plot the PNG text
+   ``Software: flows-cli ...``; CSV and ``.npy`` tables carry no mark, so replacing one always
+   needs ``--force``. Rerunning ``flows fit moons`` thus replaces its own ``flow.pt`` and
+   ``flow.png``, and nothing else is replaced unasked.
+
+The files are then written by :func:`atomic_path` or :func:`atomic_file`: inside a private
+temporary folder beside the target (``.NAME.XXXX.tmp``), flushed to disk, given the permission
+bits of the file they replace (a new file gets ``0o666 & ~umask``), and renamed onto the target:
+the target is the old file or the whole new one, never a part. :func:`sigterm_raises` turns
+SIGTERM into :class:`Terminated` while a command runs, so this cleanup also runs when the
+command is killed.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from flows.cli.outputs import OutputError, OutputPlan, write_table
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     data = Path(folder, "d.csv")
+    ...     _ = data.write_text("x,y\\n1,2\\n")
+    ...     plan = OutputPlan(inputs={"DATA": data})
+    ...     out = plan.add("--out", Path(folder, "s.csv"), "table")
+    ...     write_table([[0.5, 1.0]], ["x", "y"], str(out), None)
+    ...     print(out.read_text(), end="")
+    ...     for option, path, kind in (
+    ...         ("--out", f"{folder}/./d.csv", "table"),
+    ...         ("--plot", out, "plot"),
+    ...     ):
+    ...         try:
+    ...             plan.add(option, path, kind)
+    ...         except OutputError as error:
+    ...             print(str(error).replace(folder + "/", ""))
+    x,y
+    0.5,1.0
+    --out './d.csv' is the same file as DATA 'd.csv', an input of this command; choose another name
+    --plot 's.csv' is the same file as --out 's.csv'; choose another name
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import shutil
+import signal
+import stat
+import struct
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-__all__ = ["atomic_file", "check_output_path", "plot_pair", "write_table"]
+from flows.cli.arguments import CLIError
+
+__all__ = [
+    "PLOT_SOFTWARE",
+    "OutputError",
+    "OutputPlan",
+    "Terminated",
+    "atomic_file",
+    "atomic_path",
+    "is_flows_checkpoint",
+    "is_flows_plot",
+    "plot_pair",
+    "sigterm_raises",
+    "write_rows",
+    "write_table",
+]
+
+Kind = Literal["checkpoint", "plot", "table"]
+
+#: The PNG ``Software`` text of every plot flows draws: how a rerun knows it may replace one.
+PLOT_SOFTWARE = "flows-cli"
+#: ``flows.core.checkpoint.FORMAT``, repeated so that recognizing a checkpoint needs no torch.
+CHECKPOINT_TAG = "flows-checkpoint"
+TABLE_SUFFIXES = (".csv", ".txt", ".npy")
+
+_WHAT = {"checkpoint": "a flows checkpoint", "plot": "a plot drawn by flows"}
 
 
-def check_output_path(path: str | os.PathLike[str], option: str) -> Path:
-    """Refuse, before any work is done, an output path whose folder does not exist."""
-    path = Path(path)
-    if path.is_dir():
-        raise OSError(f"{option} {str(path)!r} is a folder; give a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        raise OSError(f"{option} {str(path)!r}: folder {str(folder)!r} does not exist")
-    return path
+class OutputError(CLIError):
+    """An output path the command refuses to write; the message names it and how to proceed."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while a command ran (raised by the handler of :func:`sigterm_raises`).
+
+    A :class:`BaseException`, as :class:`KeyboardInterrupt`, so that no ``except Exception``
+    swallows it, while every ``finally`` and ``except BaseException`` cleanup runs.
+    """
+
+
+def _node(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, words in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def is_flows_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` starts as a checkpoint written by ``flows.core.save``.
+
+    Reads only the first strings of the outer pickle inside the torch zip archive, without
+    unpickling anything: enough to recognize the format tag, not to vouch for the contents.
+    """
+    import pickletools  # here, so that the listing commands, which import this module via
+    import zipfile  # flows.cli.main, do not pay for them
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            if name is None:
+                return False
+            with archive.open(name) as file:
+                head = file.read(4096)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    strings: list[str] = []
+    try:
+        for _, argument, _ in pickletools.genops(io.BytesIO(head)):
+            if isinstance(argument, str):
+                strings.append(argument)
+                if len(strings) == 2:
+                    break
+    except Exception:  # the head is cut mid-opcode or is not a pickle: what was read decides
+        pass
+    return strings == ["format", CHECKPOINT_TAG]
+
+
+def is_flows_plot(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a PNG whose ``Software`` text (before the image data) names flows."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(8) != b"\x89PNG\r\n\x1a\n":
+                return False
+            while True:
+                header = file.read(8)
+                if len(header) < 8:
+                    return False
+                size, kind = struct.unpack(">I4s", header)
+                if kind in (b"IDAT", b"IEND") or size > 1 << 16:
+                    return False
+                body = file.read(size + 4)[:size]  # and the CRC
+                if kind == b"tEXt":
+                    keyword, _, text = body.partition(b"\0")
+                    if keyword == b"Software":
+                        return text.decode("latin-1").startswith(PLOT_SOFTWARE)
+    except OSError:
+        return False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two names denote one file: the same inode if both exist, else one real path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+class OutputPlan:
+    """The files one command will write, each refused before any work if it would harm.
+
+    :meth:`add` checks an output against the inputs, against the outputs added before it and
+    against what is on disk (rules 1 to 5 of this module), and returns its path.
+
+    Arguments:
+        force: Replace existing files that flows cannot tell it wrote (``--force``).
+        inputs: The files the command reads, by name (``{"DATA": path, "MODEL": path}``); a
+            ``None`` or a name that is no existing file (a built-in data set) is skipped.
+    """
+
+    def __init__(
+        self,
+        *,
+        force: bool = False,
+        inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    ) -> None:
+        self.force = force
+        self.inputs = {
+            label: os.fspath(path)
+            for label, path in (inputs or {}).items()
+            if path is not None and os.path.isfile(path)
+        }
+        self.outputs: list[tuple[str, Path, str]] = []
+
+    def add(
+        self, option: str, path: str | os.PathLike[str], kind: Kind, *, default: bool = False
+    ) -> Path:
+        """Check one output and record it.
+
+        Arguments:
+            option: The option that names it, for messages (``"--out"``).
+            path: The file to write.
+            kind: ``"checkpoint"``, ``"plot"`` or ``"table"`` (a ``.csv``/``.npy`` file).
+            default: The path was not given but derived (the plot beside the checkpoint).
+
+        Returns:
+            ``path`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            OutputError: The output would destroy an input, another output or a file flows
+                did not write (without ``force``), is no regular file, or cannot be written.
+        """
+        shown = os.fspath(path)  # as given: Path() would drop a leading "./"
+        path = Path(path)
+        name = f"{option} {shown!r}" + (" (its default)" if default else "")
+        fix = f"give {option} another name" if default else "choose another name"
+
+        try:
+            st: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as error:  # a folder on the way is a file, or is unreadable
+            raise OutputError(f"{name}: {error.strerror}") from None
+
+        if st is not None:
+            for label, source in self.inputs.items():
+                with contextlib.suppress(OSError):  # a dangling link is no input
+                    if os.path.samefile(path, source):
+                        raise OutputError(
+                            f"{name} is the same file as {label} {source!r}, an input of this "
+                            f"command; {fix}"
+                        )
+        for other, other_path, other_shown in self.outputs:
+            if _same_file(path, other_path):
+                raise OutputError(f"{name} is the same file as {other} {other_shown!r}; {fix}")
+
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise OutputError(f"{name} is a folder; give a file name")
+            raise OutputError(
+                f"{name} is {_node(st.st_mode)}; flows writes only regular files: {fix}"
+            )
+
+        if kind == "table" and path.suffix.lower() not in TABLE_SUFFIXES:
+            raise OutputError(f"{option} {shown!r}: expected a .csv or .npy file name")
+
+        folder = path.parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise OutputError(f"{name}: folder {str(folder)!r} {what}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"{name}: folder {str(folder)!r} is not writable")
+
+        if st is not None:
+            if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
+                raise OutputError(f"{name} is read-only; make it writable or {fix}")
+            if not self.force and not _recognized(path, kind):
+                what = f" and is not {_WHAT[kind]}" if kind in _WHAT else ""
+                raise OutputError(f"{name} exists{what}; pass --force to replace it")
+
+        self.outputs.append((option, path, shown))
+        return path
+
+
+def _recognized(path: Path, kind: Kind) -> bool:
+    if kind == "checkpoint":
+        return is_flows_checkpoint(path)
+    if kind == "plot":
+        return is_flows_plot(path)
+    return False  # CSV and .npy files carry no mark of who wrote them
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _commit(staged: Path, target: Path) -> None:
+    """Flush ``staged`` to disk, give it the replaced file's mode, rename it onto ``target``."""
+    descriptor = os.open(staged, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    mode = 0o666 & ~_umask()
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        pass
+    else:
+        # Checked at planning time too; something may have appeared there since.
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(
+                f"{str(target)!r} is now {_node(st.st_mode)}; flows writes only regular files"
+            )
+        mode = stat.S_IMODE(st.st_mode) & 0o777
+    os.chmod(staged, mode)
+    os.replace(staged, target)
+    with contextlib.suppress(OSError):  # make the rename itself durable, where folders allow
+        descriptor = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a path to write the new ``path`` to; moved onto ``path`` only if the block succeeds.
+
+    The path lies in a private temporary folder beside ``path`` (mode 0700, so nobody reads
+    the file before it gets its final mode), which is removed whatever happens.
+    """
+    target = Path(path)
+    folder = tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        staged = Path(folder, target.name)
+        yield staged
+        _commit(staged, target)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; move it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Open the new ``path`` for writing; it replaces ``path`` only if the block succeeds."""
+    with atomic_path(path) as staged, open(staged, mode) as file:
+        yield file
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; else no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        with os.fdopen(handle, mode) as file:
-            yield file
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)  # mkstemp makes it private; be an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _csv_text(values: Any, names: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    buffer.write(",".join(names) + "\n")
-    for row in values:
-        buffer.write(",".join(repr(float(v)) for v in row) + "\n")
-    return buffer.getvalue()
+def _csv_rows(values: Any) -> str:
+    import numpy as np
+
+    rows = np.asarray(values, dtype=np.float64).tolist()
+    return "".join(",".join(map(repr, row)) + "\n" for row in rows)
+
+
+def write_rows(
+    chunks: Iterable[Any], names: Sequence[str], rows: int, path: str | None, stdout: IO[str]
+) -> None:
+    """Write blocks of rows as CSV with a header to ``stdout`` (no path) or a ``.csv``/``.npy``.
+
+    One block is in memory at a time: CSV is written block by block, and a ``.npy`` file gets
+    the header of its final shape ``(rows, len(names))`` first, then each block's float64 bytes.
+
+    Raises:
+        ValueError: ``path`` is no ``.csv``/``.txt``/``.npy`` name, or the blocks do not hold
+            ``rows`` rows of ``len(names)`` values.
+    """
+    import numpy as np
+
+    header = ",".join(names) + "\n"
+    if path is None:
+        stdout.write(header)
+        for chunk in chunks:
+            stdout.write(_csv_rows(chunk))
+            stdout.flush()
+        stdout.flush()
+        return
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".txt"):
+        with atomic_file(path, "w") as file:
+            file.write(header)
+            for chunk in chunks:
+                file.write(_csv_rows(chunk))
+        return
+    if suffix != ".npy":
+        raise ValueError(f"--out {path!r}: expected a .csv or .npy file name")
+    dtype = np.dtype("<f8")
+    with atomic_file(path) as file:
+        np.lib.format.write_array_header_1_0(
+            file,
+            {
+                "descr": np.lib.format.dtype_to_descr(dtype),
+                "fortran_order": False,
+                "shape": (rows, len(names)),
+            },
+        )
+        written = 0
+        for chunk in chunks:
+            block = np.ascontiguousarray(chunk, dtype=dtype)
+            if block.ndim != 2 or block.shape[1] != len(names):
+                raise ValueError(f"a block of shape {block.shape} for {len(names)} columns")
+            file.write(block.tobytes())
+            written += block.shape[0]
+        if written != rows:
+            raise ValueError(f"{written} rows were written to {path!r}, {rows} announced")
 
 
 def write_table(values: Any, names: Sequence[str], path: str | None, stdout: IO[str]) -> None:
     """Write rows as CSV with a header to ``stdout`` (no path) or to a ``.csv``/``.npy`` file."""
-    import numpy as np
-
-    if path is None:
-        stdout.write(_csv_text(values, names))
-        stdout.flush()
-        return
-    suffix = Path(path).suffix.lower()
-    if suffix == ".npy":
-        with atomic_file(path) as file:
-            np.save(file, np.asarray(values))
-    elif suffix in (".csv", ".txt"):
-        with atomic_file(path, "w") as file:
-            file.write(_csv_text(values, names))
-    else:
-        raise ValueError(f"--out {path!r}: expected a .csv or .npy file name")
+    write_rows([values], names, len(values), path, stdout)
 
 
 def plot_pair(
@@ -82,6 +437,8 @@ def plot_pair(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
+    from flows.cli import __version__
 
     low = np.quantile(data, 0.001, axis=0)
     high = np.quantile(data, 0.999, axis=0)
@@ -106,7 +463,14 @@ def plot_pair(
     figure.suptitle(title)
     figure.tight_layout()
     save: Callable[..., Any] = figure.savefig
-    with atomic_file(path) as file:
-        save(file, format="png", dpi=80)
-    plt.close(figure)
+    try:
+        with atomic_file(path) as file:
+            save(
+                file,
+                format="png",
+                dpi=80,
+                metadata={"Software": f"{PLOT_SOFTWARE} {__version__}"},
+            )
+    finally:
+        plt.close(figure)
     return None

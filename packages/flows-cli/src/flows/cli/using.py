@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from flows.cli import datasets
 from flows.cli.arguments import CLIError
 from flows.cli.modeling import Standardizer, load_model
-from flows.cli.outputs import check_output_path, write_table
+from flows.cli.outputs import OutputPlan, write_rows, write_table
 
 __all__ = ["run_eval", "run_sample"]
 
@@ -47,11 +49,38 @@ def _context_rows(text: str, key: str | None, width: int, names: list[str]) -> n
     return values
 
 
+def _samples(flow: Any, scale: Standardizer, num: int) -> Iterator[np.ndarray]:
+    """``num`` samples in the data's units, drawn and yielded ``CHUNK`` rows at a time."""
+    distribution = flow()
+    for start in range(0, num, CHUNK):
+        z = distribution.sample((min(CHUNK, num - start),))
+        yield scale.backward(z.double().numpy())
+
+
+def _conditional_samples(
+    flow: Any, scale: Standardizer, c: np.ndarray, zc: Any, num: int
+) -> Iterator[np.ndarray]:
+    """Rows ``[context, sample]``: ``num`` samples for each context row in turn, by chunks.
+
+    A draw covers as many context rows as fit in ``CHUNK`` samples, or a ``CHUNK`` of one
+    row's samples when ``num`` alone exceeds it.
+    """
+    block = max(1, CHUNK // num)  # context rows per draw
+    for first in range(0, len(c), block):
+        rows = slice(first, first + block)
+        distribution = flow(zc[rows])
+        for start in range(0, num, CHUNK):
+            count = min(CHUNK, num - start)
+            z = distribution.sample((count,))  # (count, rows, features)
+            z = z.transpose(0, 1).reshape(-1, z.shape[-1])
+            c_rep = np.repeat(c[rows], count, axis=0)
+            yield np.concatenate([c_rep, scale.backward(z.double().numpy())], axis=1)
+
+
 def run_sample(args: argparse.Namespace) -> int:
+    plan = OutputPlan(force=args.force, inputs={"MODEL": args.model, "--context": args.context})
     if args.out is not None:
-        check_output_path(args.out, "--out")
-        if Path(args.out).suffix.lower() not in (".csv", ".txt", ".npy"):
-            raise CLIError(f"--out {args.out!r}: expected a .csv or .npy file name")
+        plan.add("--out", args.out, "table")
     import torch
 
     flow, extra, _ = load_model(args.model)
@@ -61,28 +90,24 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.seed is not None:
         torch.manual_seed(args.seed)
 
-    with torch.no_grad():
-        if context_names:
-            if args.context is None:
-                raise CLIError(
-                    f"the model is conditional on {', '.join(context_names)}; give --context"
-                )
-            c = _context_rows(args.context, args.key, len(context_names), context_names)
-            zc = torch.as_tensor(
-                Standardizer.from_extra(extra, "context_").forward(c), dtype=torch.float32
+    if context_names:
+        if args.context is None:
+            raise CLIError(
+                f"the model is conditional on {', '.join(context_names)}; give --context"
             )
-            z = flow(zc).sample((args.num,))  # (num, rows, features)
-            z = z.transpose(0, 1).reshape(-1, len(names))
-            c_rep = np.repeat(c, args.num, axis=0)
-            values = np.concatenate([c_rep, scale.backward(z.double().numpy())], axis=1)
-            header = context_names + names
-        else:
-            if args.context is not None:
-                raise CLIError("the model is not conditional; --context does not apply")
-            z = flow().sample((args.num,))
-            values = scale.backward(z.double().numpy())
-            header = names
-    write_table(values, header, args.out, sys.stdout)
+        c = _context_rows(args.context, args.key, len(context_names), context_names)
+        zc = torch.as_tensor(
+            Standardizer.from_extra(extra, "context_").forward(c), dtype=torch.float32
+        )
+        chunks = _conditional_samples(flow, scale, c, zc, args.num)
+        header, rows = context_names + names, len(c) * args.num
+    else:
+        if args.context is not None:
+            raise CLIError("the model is not conditional; --context does not apply")
+        chunks = _samples(flow, scale, args.num)
+        header, rows = names, args.num
+    with torch.no_grad():  # the chunks are drawn while they are written
+        write_rows(chunks, header, rows, args.out, sys.stdout)
     return 0
 
 
@@ -109,8 +134,10 @@ def _columns_for(
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    data_file = None if args.data in datasets.TOY_SETS else args.data
+    plan = OutputPlan(force=args.force, inputs={"MODEL": args.model, "DATA": data_file})
     if args.out is not None:
-        check_output_path(args.out, "--out")
+        plan.add("--out", args.out, "table")
     import torch
 
     flow, extra, preset = load_model(args.model)
