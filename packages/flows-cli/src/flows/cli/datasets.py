@@ -27,8 +27,10 @@ __all__ = [
     "Table",
     "check_finite",
     "load_data",
+    "nonfinite_rows",
     "parse_columns",
     "read_file",
+    "row_numbers",
     "select",
     "toy",
 ]
@@ -346,6 +348,26 @@ def select(
     return part(data), (part(context) if context else None)
 
 
+def row_numbers(numbers: Sequence[int] | np.ndarray, shown: int = 10) -> str:
+    """The first ``shown`` row numbers and how many more, for a message.
+
+    Example:
+        >>> row_numbers([3, 7]), row_numbers(range(1, 15))
+        ('3, 7', '1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 4 more')
+    """
+    numbers = [int(n) for n in numbers]
+    more = len(numbers) - shown
+    return ", ".join(map(str, numbers[:shown])) + (f" and {more} more" if more > 0 else "")
+
+
+def nonfinite_rows(x: Table, c: Table | None = None) -> np.ndarray:
+    """A boolean mask of the rows holding NaN or inf in ``x`` or in ``c``."""
+    bad = ~np.isfinite(x.values).all(axis=1)
+    if c is not None:
+        bad |= ~np.isfinite(c.values).all(axis=1)
+    return bad
+
+
 def check_finite(
     x: Table, c: Table | None = None, *, drop: bool = False
 ) -> tuple[Table, Table | None, int]:
@@ -353,15 +375,12 @@ def check_finite(
 
     Returns the tables without those rows and the number of rows dropped.
     """
-    bad = ~np.isfinite(x.values).all(axis=1)
-    if c is not None:
-        bad |= ~np.isfinite(c.values).all(axis=1)
+    bad = nonfinite_rows(x, c)
     count = int(bad.sum())
     if count == 0:
         return x, c, 0
     if not drop:
-        rows = (np.flatnonzero(bad) + 1).tolist()
-        shown = ", ".join(map(str, rows[:10])) + (f" and {count - 10} more" if count > 10 else "")
+        shown = row_numbers(np.flatnonzero(bad) + 1)
         raise DataError(
             f"{x.source}: {count} row(s) hold NaN, inf or a missing value (data rows {shown}, "
             "counted from 1); fix them or pass --drop-nonfinite"

@@ -2,6 +2,12 @@
 
 Both work in the data's original units: samples are un-standardized, and log-densities include
 the standardization's log-determinant, ``-sum(log s)``.
+
+``eval`` finds the model's columns in DATA by their header names; when the file's header names
+others, it refuses rather than guess by position (``--columns`` says which to use). Rows whose
+standardized values or log-densities are not finite in float32 (finite data far outside what
+the model was fitted on, such as 1e37) are named and refused, with or without ``--per-row``,
+before anything is printed: a mean over them would be NaN or -inf.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from flows.cli.modeling import Standardizer, load_model
 from flows.cli.outputs import OutputPlan, write_rows, write_table
 
 __all__ = ["run_eval", "run_sample"]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 CHUNK = 8192
 
@@ -112,14 +120,34 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def _columns_for(
-    table: datasets.Table, names: list[str], context_names: list[str], args: argparse.Namespace
+    table: datasets.Table,
+    names: list[str],
+    context_names: list[str],
+    args: argparse.Namespace,
+    named: bool = True,
 ) -> tuple[datasets.Table, datasets.Table | None]:
+    """The data and context columns of ``table``: as chosen, by header name, or by position.
+
+    ``named`` says whether the model's column names came from a header (or a built-in set);
+    then a table whose header names other columns is refused instead of read by position.
+    """
     columns = datasets.parse_columns(args.columns)
     context_columns = datasets.parse_columns(args.context_columns)
     if columns is None and context_columns is None and table.header:
         wanted = names + context_names
         if all(n in table.names for n in wanted):
             columns, context_columns = names, (context_names or None)
+        elif named:
+            missing = [n for n in wanted if n not in table.names]
+            options = "--columns" + (" and --context-columns" if context_names else "")
+            example = ",".join(table.names[: len(names)])
+            raise CLIError(
+                f"{table.source} has no column(s) named {', '.join(missing)}: the model was "
+                f"fitted on {', '.join(names)}"
+                + (f" given {', '.join(context_names)}" if context_names else "")
+                + f", the file's columns are {', '.join(table.names)}; choose which to use "
+                f"with {options} (e.g. --columns {example})"
+            )
     if columns is None and context_columns is None and context_names:
         width = len(names) + len(context_names)
         if len(table.names) != width:
@@ -133,6 +161,11 @@ def _columns_for(
     return datasets.select(table, columns, context_columns)
 
 
+def _fits_float32(values: np.ndarray) -> np.ndarray:
+    """Per row: whether every value is finite once cast to float32."""
+    return (np.abs(values) <= _FLOAT32_MAX).all(axis=1)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     data_file = None if args.data in datasets.TOY_SETS else args.data
     plan = OutputPlan(force=args.force, inputs={"MODEL": args.model, "DATA": data_file})
@@ -144,7 +177,7 @@ def run_eval(args: argparse.Namespace) -> int:
     names = list(extra["columns"])
     context_names = list(extra.get("context_columns", []))
     table = datasets.load_data(args.data, key=args.key, samples=args.samples, seed=args.seed)
-    x, c = _columns_for(table, names, context_names, args)
+    x, c = _columns_for(table, names, context_names, args, bool(extra.get("header", True)))
     if x.values.shape[1] != len(names):
         raise CLIError(
             f"{table.source} gives {x.values.shape[1]} data column(s); the model expects "
@@ -158,13 +191,17 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     if not context_names and c is not None:
         raise CLIError("the model is not conditional; --context-columns does not apply")
+    numbers = np.flatnonzero(~datasets.nonfinite_rows(x, c)) + 1  # of the rows kept, from 1
     x, c, dropped = datasets.check_finite(x, c, drop=args.drop_nonfinite)
 
     scale = Standardizer.from_extra(extra, "")
-    z = torch.as_tensor(scale.forward(x.values), dtype=torch.float32)
+    zx = scale.forward(x.values)
+    representable = _fits_float32(zx)
+    z = torch.as_tensor(zx, dtype=torch.float32)
     zc = None
     if c is not None:
         zc = Standardizer.from_extra(extra, "context_").forward(c.values)
+        representable &= _fits_float32(zc)
         zc = torch.as_tensor(zc, dtype=torch.float32)
     parts = []
     with torch.no_grad():
@@ -173,6 +210,16 @@ def run_eval(args: argparse.Namespace) -> int:
             distribution = flow() if zc is None else flow(zc[rows])
             parts.append(distribution.log_prob(z[rows]).double())
     log_p = torch.cat(parts).numpy() - scale.log_scale
+    # NaN and +inf are overflow; so is -inf, mostly (z**2 overflows float32 from 1e19 on),
+    # and a density of 0 averages to -inf all the same: none of them is worth a mean.
+    outside = ~representable | ~np.isfinite(log_p)
+    if outside.any():
+        raise CLIError(
+            f"{table.source}: {int(outside.sum())} row(s) lie outside the model's numeric "
+            f"range (data rows {datasets.row_numbers(numbers[outside])}, counted from 1): "
+            "their log-density is not a finite float32 number (it overflows, or the model "
+            "gives them no density); leave them out, or fit a model on data that covers them"
+        )
 
     summary = (
         f"mean log-density {log_p.mean():.4f} nats over {len(log_p)} rows of {table.source} "
