@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 __all__ = [
+    "MAX_SAMPLES",
     "CLIError",
     "fraction",
     "hidden_sizes",
@@ -17,7 +18,13 @@ __all__ = [
     "non_negative_int",
     "positive_float",
     "positive_int",
+    "preset_name",
+    "sample_count",
 ]
+
+#: The most rows ``--samples`` may generate: 10 million 2-D rows are 160 MB of float64, and a
+#: typo of a few more zeros would otherwise ask for terabytes.
+MAX_SAMPLES = 10_000_000
 
 
 class CLIError(Exception):
@@ -31,6 +38,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def sample_count(text: str) -> int:
+    """A positive number of rows to generate, at most :data:`MAX_SAMPLES`."""
+    value = positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES:,} rows, got {value:,}")
     return value
 
 
@@ -74,6 +89,16 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
             f"expected positive layer widths separated by commas (e.g. 64,64), got {text!r}"
         )
     return sizes
+
+
+def preset_name(text: str) -> str:
+    """A non-empty preset name, lower-cased (whether it is installed is checked later)."""
+    name = text.strip().lower()
+    if not name:
+        raise argparse.ArgumentTypeError(
+            "expected the name of a preset (see `flows list-flows`), got an empty string"
+        )
+    return name
 
 
 def key_value(text: str) -> tuple[str, Any]:

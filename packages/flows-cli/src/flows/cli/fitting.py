@@ -2,6 +2,7 @@
 
 Everything that can be refused (data, columns, flow name, its options, output folders) is
 checked before training starts, so a mistake costs no training time and leaves no file behind.
+A run whose loss or NLL turns NaN or infinite stops there with one line and writes nothing.
 Under ``torchrun`` every process runs this same code; only rank 0 prints and writes.
 """
 
@@ -65,6 +66,11 @@ def _progress_bar(total: int, enabled: bool, shift: float) -> Any:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from flows.core.plugins import preset_spec
+
+    # The name first, from the registry alone: a misspelt one is answered before torch loads.
+    name = args.flow or default_flow()
+    provided = preset_spec(name)  # an unknown name: RegistryError suggests close ones
     data_file = None if args.data in datasets.TOY_SETS else args.data
     plan = OutputPlan(force=args.force, inputs={"DATA": data_file})
     out = plan.add("--out", args.out, "checkpoint")
@@ -85,17 +91,14 @@ def run_fit(args: argparse.Namespace) -> int:
 
     scale_x = Standardizer.of(x.values, x.names, table.source)
     scale_c = Standardizer.of(c.values, c.names, table.source) if c is not None else None
-    name = (args.flow or default_flow()).lower()
 
     import torch
 
     from flows.core.checkpoint import save
-    from flows.core.plugins import preset_spec
-    from flows.core.training import fit
+    from flows.core.training import FitDivergedError, fit
 
-    provided = preset_spec(name)  # an unknown name: RegistryError suggests close ones
     torch.set_num_threads(args.threads)
-    workers = start_workers(args.device)
+    workers = start_workers(args.device, args.dist_timeout)
     try:
         torch.manual_seed(args.seed)
         features = x.values.shape[1]
@@ -137,8 +140,11 @@ def run_fit(args: argparse.Namespace) -> int:
                 callback=callback,
                 seed=args.seed,
             )
+        except FitDivergedError as error:
+            raise CLIError(_diverged(error, args)) from None
         finally:
             bar.close()
+        workers.stop()  # done with the other processes: leave the group before writing
         if not workers.main:
             return 0
 
@@ -164,8 +170,20 @@ def run_fit(args: argparse.Namespace) -> int:
         if note:
             print(f"flows: note: {note}", file=sys.stderr)
         return 0
-    finally:
-        workers.stop()
+    except BaseException as error:
+        workers.abandon()  # without the barrier: another process may be stopped or gone
+        explained = workers.explain(error)
+        if explained is error:
+            raise
+        raise explained from error
+
+
+def _diverged(error: Any, args: argparse.Namespace) -> str:
+    """The line for flows-core's ``FitDivergedError``, in the command's own options."""
+    return (
+        f"training diverged at step {error.step} ({error.what} {error.loss:g}); lower --lr "
+        f"(now {args.lr:g}) or set a smaller --clip-grad (now {args.clip_grad:g})"
+    )
 
 
 def _plot(

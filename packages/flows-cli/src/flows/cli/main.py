@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flows.cli.arguments import (
+    MAX_SAMPLES,
     CLIError,
     fraction,
     hidden_sizes,
@@ -24,6 +25,8 @@ from flows.cli.arguments import (
     non_negative_int,
     positive_float,
     positive_int,
+    preset_name,
+    sample_count,
 )
 
 __all__ = ["build_parser", "main"]
@@ -32,6 +35,19 @@ PROG = "flows"
 
 
 # The parser
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Ends each option's help with its default, unless the help already speaks of it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        # Identity, not equality: a default of 0 is worth showing, False and None are not.
+        unset = default is None or default is False or default is argparse.SUPPRESS
+        if not action.option_strings or unset or default == [] or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _add_fit(commands: Any) -> None:
@@ -49,18 +65,29 @@ def _add_fit(commands: Any) -> None:
     )
     fit.add_argument(
         "--flow",
+        type=preset_name,
         help="the preset to fit (see `flows list-flows`; default nsf if installed, else maf)",
     )
-    fit.add_argument("--transforms", type=positive_int, help="number of transforms")
-    fit.add_argument("--hidden", type=hidden_sizes, metavar="W,W", help="hidden layer widths")
-    fit.add_argument("--bins", type=positive_int, help="spline bins (spline flows)")
+    fit.add_argument(
+        "--transforms", type=positive_int, help="number of transforms (default: the preset's)"
+    )
+    fit.add_argument(
+        "--hidden",
+        type=hidden_sizes,
+        metavar="W,W",
+        help="hidden layer widths (default: the preset's)",
+    )
+    fit.add_argument(
+        "--bins", type=positive_int, help="spline bins, for spline flows (default: the preset's)"
+    )
     fit.add_argument(
         "--flow-arg",
         type=key_value,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other preset argument (JSON value)",
+        help="any other preset argument, as JSON (e.g. randperm=true); checked against the "
+        "type the preset declares; repeat for more",
     )
     fit.add_argument(
         "--epochs",
@@ -68,7 +95,9 @@ def _add_fit(commands: Any) -> None:
         default=None,
         help="passes over the training rows (default: about 2000 steps)",
     )
-    fit.add_argument("--batch-size", type=positive_int, default=256)
+    fit.add_argument(
+        "--batch-size", type=positive_int, default=256, help="rows per optimizer step"
+    )
     fit.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate")
     fit.add_argument(
         "--patience",
@@ -77,8 +106,18 @@ def _add_fit(commands: Any) -> None:
         help="epochs without held-out improvement before stopping",
     )
     fit.add_argument("--validation", type=fraction, default=0.1, help="fraction of rows held out")
-    fit.add_argument("--clip-grad", type=positive_float, default=5.0)
-    fit.add_argument("--seed", type=non_negative_int, default=0)
+    fit.add_argument(
+        "--clip-grad",
+        type=positive_float,
+        default=5.0,
+        help="largest gradient norm; steps with larger gradients are scaled down to it",
+    )
+    fit.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the weights, the held-out split, the batches and built-in data",
+    )
     fit.add_argument("--out", default="flow.pt", help="checkpoint file (default flow.pt)")
     fit.add_argument(
         "--plot",
@@ -93,11 +132,23 @@ def _add_fit(commands: Any) -> None:
     )
     fit.add_argument(
         "--samples",
-        type=positive_int,
+        type=sample_count,
         default=10000,
-        help="rows generated for a built-in data set",
+        help=f"rows generated for a built-in data set (at most {MAX_SAMPLES:,})",
     )
-    fit.add_argument("--device", default=None, help="torch device (default cuda if available)")
+    fit.add_argument(
+        "--device",
+        default=None,
+        help="torch device: cpu, cuda or cuda:N (default: cuda if available, else cpu)",
+    )
+    fit.add_argument(
+        "--dist-timeout",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="under torchrun, how long a process waits for the others (to join, or at any "
+        "collective step) before it gives up with an error",
+    )
     fit.add_argument(
         "--threads",
         type=positive_int,
@@ -156,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--out", help="write to this .csv or .npy file instead of stdout")
     sample.add_argument("--force", action="store_true", help="replace an existing --out file")
-    sample.add_argument("--seed", type=non_negative_int, default=None)
+    sample.add_argument(
+        "--seed", type=non_negative_int, default=None, help="seed of the draw (default: random)"
+    )
     sample.add_argument("--key", help="the array to read from a .npz context file")
     sample.set_defaults(run="flows.cli.using:run_sample")
 
@@ -171,19 +224,26 @@ def build_parser() -> argparse.ArgumentParser:
         "data", metavar="DATA", help="a .csv, .npy or .npz file or a built-in data set"
     )
     evaluate.add_argument(
-        "--per-row", action="store_true", help="print the log-density of every row (CSV) on stdout"
+        "--per-row",
+        action="store_true",
+        help="print the log-density of every row (CSV) on stdout; rows outside the model's "
+        "numeric range are refused all the same, before anything is printed",
     )
     evaluate.add_argument("--out", help="write the per-row log-densities to this .csv/.npy file")
     evaluate.add_argument("--force", action="store_true", help="replace an existing --out file")
     evaluate.add_argument(
         "--samples",
-        type=positive_int,
+        type=sample_count,
         default=10000,
-        help="rows generated for a built-in data set",
+        help=f"rows generated for a built-in data set (at most {MAX_SAMPLES:,})",
     )
-    evaluate.add_argument("--seed", type=non_negative_int, default=1)
+    evaluate.add_argument(
+        "--seed", type=non_negative_int, default=1, help="seed of a built-in data set"
+    )
     _add_data_options(evaluate)
     evaluate.set_defaults(run="flows.cli.using:run_eval")
+    for command in commands.choices.values():
+        command.formatter_class = _HelpFormatter
     return parser
 
 
@@ -208,6 +268,8 @@ def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     if isinstance(error, KeyError) and len(error.args) == 1:
         text = str(error.args[0])
+    if isinstance(error, MemoryError):
+        return "out of memory" + (f": {text}" if text else "")
     return text or type(error).__name__
 
 
@@ -241,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         RuntimeError,
         ImportError,
         AttributeError,
+        ArithmeticError,
+        MemoryError,
     ) as error:
         if debug:
             raise
