@@ -38,6 +38,17 @@ def _paths(names: list[str], editable: bool = False) -> list[str]:
     return paths
 
 
+def _require_installed(session: nox.Session, expected: set[str]) -> None:
+    """Fail unless exactly the ``expected`` flows distributions are installed."""
+    installed = {
+        dist["name"]
+        for dist in json.loads(session.run("pip", "list", "--format=json", silent=True))
+        if dist["name"].startswith("flows-")
+    }
+    if installed != expected:
+        session.error(f"installed {sorted(installed)}, expected exactly {sorted(expected)}")
+
+
 @nox.session
 @nox.parametrize("package", list(CLOSURE), ids=list(CLOSURE))
 def tests(session: nox.Session, package: str) -> None:
@@ -47,14 +58,7 @@ def tests(session: nox.Session, package: str) -> None:
         paths[-1] += "[plot]"  # the optional extra is part of what flows-cli declares
     # One pip call for every local package: the exact sibling pins are not on any index.
     session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths)
-    installed = {
-        dist["name"]
-        for dist in json.loads(session.run("pip", "list", "--format=json", silent=True))
-        if dist["name"].startswith("flows-")
-    }
-    expected = {f"flows-{name}" for name in CLOSURE[package]}
-    if installed != expected:
-        session.error(f"installed {sorted(installed)}, expected exactly {sorted(expected)}")
+    _require_installed(session, {f"flows-{name}" for name in CLOSURE[package]})
     session.run(
         "pytest",
         f"packages/flows-{package}/tests",
@@ -85,13 +89,7 @@ def plugins(session: nox.Session, step: str) -> None:
         expected.add("flows-example-plugin")
         checks = ["--present", "sinh-arcsinh", "--absent", "rqs", "--absent-preset", "nsf"]
         checks += ["--distribution", "sinh-arcsinh=flows-example-plugin"]
-    installed = {
-        dist["name"]
-        for dist in json.loads(session.run("pip", "list", "--format=json", silent=True))
-        if dist["name"].startswith("flows-")
-    }
-    if installed != expected:
-        session.error(f"installed {sorted(installed)}, expected exactly {sorted(expected)}")
+    _require_installed(session, expected)
     # --clean: every listing exits 0 with nothing on stderr, and every plugin loaded.
     session.run("python", "tools/check_plugins.py", "--clean", *checks)
     if step == "example":
@@ -137,6 +135,17 @@ def all_(session: nox.Session) -> None:
     session.run("pytest", "packages", *session.posargs)
     sources = [str(path) for path in sorted(PACKAGES.glob("flows-*/src/flows"))]
     session.run("pytest", "--doctest-modules", *sources)
+
+
+@nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """Bounded fault campaign: damaged and crafted checkpoints, hostile CSV files and commands.
+
+    ``FLOWS_FUZZ_EXAMPLES`` examples per property (default 100); ``FLOWS_FUZZ_SEED`` set
+    draws new ones instead of the same ones every run.
+    """
+    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *_paths(list(CLOSURE)))
+    session.run("pytest", "fuzz", *session.posargs)
 
 
 @nox.session(default=False)
