@@ -218,13 +218,14 @@ def test_rotation_is_orthogonal_with_unit_determinant(dtype, device):
     torch.testing.assert_close(torch.linalg.det(R), torch.ones(3, dtype=dtype, device=device))
 
 
-def test_batched_linear_transforms_broadcast(dtype, device):
+def test_batched_linear_transforms_broadcast(dtype, device, tol):
     A = torch.randn(3, 1, FEATURES, FEATURES, dtype=dtype, device=device)
     x = torch.randn(5, FEATURES, dtype=dtype, device=device)
     for t in (RotationTransform(A), LULinearTransform(A)):
         y, ladj = t.call_and_ladj(x)
         assert y.shape == (3, 5, FEATURES) and ladj.shape == (3, 5)
-        torch.testing.assert_close(t.inv(y), x.expand(3, 5, FEATURES))
+        # Two triangular solves of a random LU: float32 needs its looser tolerance.
+        torch.testing.assert_close(t.inv(y), x.expand(3, 5, FEATURES), **tol)
 
 
 def test_lu_zero_is_identity(dtype, device):

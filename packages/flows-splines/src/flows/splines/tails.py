@@ -17,13 +17,12 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.distributions import constraints
 
-from flows.core.transforms.base import Transform
+from flows.core.transforms.base import UnivariateTransform
 from flows.splines.bisection import bisection_inverse, bisection_steps
 
 
-class LinearTailsTransform(Transform):
+class LinearTailsTransform(UnivariateTransform):
     r"""An increasing function on :math:`[-B, B]`, extended linearly outside.
 
     Subclasses implement :meth:`inner`, returning :math:`(f(x), f'(x))` for
@@ -34,11 +33,6 @@ class LinearTailsTransform(Transform):
         bound: The half-width :math:`B` of the interval.
         eps: The tolerance of the inverse on :math:`x` inside the bound.
     """
-
-    domain = constraints.real
-    codomain = constraints.real
-    bijective = True
-    sign = +1
 
     def __init__(self, bound: float, eps: float) -> None:
         super().__init__()
@@ -82,12 +76,3 @@ class LinearTailsTransform(Transform):
         is_inside = y == clamped
         x = torch.where(is_inside, inside, tail)
         return x, -torch.where(is_inside, slope, tail_slope).log()
-
-    def _call(self, x: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[0]
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        return self.inverse_and_ladj(y)[0]
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[1]

@@ -12,7 +12,7 @@ from torch.distributions import Transform as _TorchTransform
 from torch.distributions import constraints
 
 from flows.core.transforms.base import (
-    Transform,
+    OnePassTransform,
     call_and_ladj,
     inverse_and_ladj,
     sum_rightmost,
@@ -25,7 +25,7 @@ def _ladj_over_event(transform: _TorchTransform, ladj: Tensor) -> Tensor:
     return sum_rightmost(ladj, 1 - transform.domain.event_dim)
 
 
-class AutoregressiveTransform(Transform):
+class AutoregressiveTransform(OnePassTransform):
     r"""A transformation :math:`y_i = f(x_i \mid x_{<i})` built by a meta-function.
 
     The meta-function :math:`x \mapsto f_x` returns a (univariate) transform whose parameters
@@ -54,7 +54,6 @@ class AutoregressiveTransform(Transform):
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
-    bijective = True
 
     def __init__(self, meta: Callable[[Tensor], _TorchTransform], passes: int) -> None:
         super().__init__()
@@ -72,9 +71,6 @@ class AutoregressiveTransform(Transform):
         for _ in range(self.passes):
             x = self.meta(x).inv(y)
         return x
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[1]
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         transform = self.meta(x)

@@ -7,6 +7,13 @@ Every flows transform is a :class:`torch.distributions.Transform` that also impl
 
 so that flows never compute a value twice. Torch's own transforms work everywhere too, through
 the module functions :func:`call_and_ladj` and :func:`inverse_and_ladj`.
+
+Most of ours are written in these two methods alone: a :class:`OnePassTransform` implements
+them and derives torch's ``_call``, ``_inverse`` and ``log_abs_det_jacobian`` from them, and a
+:class:`UnivariateTransform`, an element-wise bijection, also declares by default the real line
+as its domain and codomain and an increasing map. A univariate transform may also take its
+parameters as one block laid out parameters first, the optional ``from_rows`` class method
+that :class:`UnivariateTransform` documents.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ __all__ = [
     "DependentTransform",
     "IdentityTransform",
     "InverseTransform",
+    "OnePassTransform",
     "Transform",
+    "UnivariateTransform",
     "call_and_ladj",
     "inverse_and_ladj",
     "sum_rightmost",
@@ -64,7 +73,8 @@ class Transform(_TorchTransform):
 
     Subclasses implement ``_call``, ``_inverse`` and ``log_abs_det_jacobian`` and, where the
     log-determinant falls out of the same computation, override :meth:`call_and_ladj` and
-    :meth:`inverse_and_ladj` to compute both at once. Their ``inv`` also has both methods.
+    :meth:`inverse_and_ladj` to compute both at once; a transform written in one pass each way
+    subclasses :class:`OnePassTransform` instead. Their ``inv`` also has both methods.
     """
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,6 +98,100 @@ class Transform(_TorchTransform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class OnePassTransform(Transform):
+    r"""A bijection written in one pass each way, the value with its log-determinant.
+
+    Subclasses implement :meth:`~Transform.call_and_ladj` and
+    :meth:`~Transform.inverse_and_ladj`; torch's ``_call``, ``_inverse`` and
+    ``log_abs_det_jacobian`` are derived from them, taking the part they need. A subclass
+    overrides a derived method only where it is cheaper alone (a ``_call`` without the
+    log-determinant): ``t(x)``, ``t.inv(y)`` and torch's distributions use these.
+
+    Example:
+        >>> import math
+        >>> class Double(OnePassTransform):
+        ...     domain = codomain = constraints.real
+        ...
+        ...     def call_and_ladj(self, x):
+        ...         return 2 * x, torch.full_like(x, math.log(2))
+        ...
+        ...     def inverse_and_ladj(self, y):
+        ...         return y / 2, torch.full_like(y, -math.log(2))
+        >>> t = Double()
+        >>> t(torch.tensor([1.0, 3.0])), t.inv(torch.tensor([4.0]))
+        (tensor([2., 6.]), tensor([2.]))
+        >>> t.log_abs_det_jacobian(torch.tensor([1.0]), torch.tensor([2.0]))
+        tensor([0.6931])
+    """
+
+    bijective = True
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must implement call_and_ladj")
+
+    def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must implement inverse_and_ladj")
+
+    def _call(self, x: Tensor) -> Tensor:
+        return self.call_and_ladj(x)[0]
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return self.inverse_and_ladj(y)[0]
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.call_and_ladj(x)[1]
+
+
+class UnivariateTransform(OnePassTransform):
+    r"""An element-wise bijection, by default an increasing map of the real line onto itself.
+
+    The base of univariate transforms (the ``univariate=`` of lazy layers): subclasses
+    implement :meth:`~Transform.call_and_ladj` and :meth:`~Transform.inverse_and_ladj`, each
+    returning one log-derivative :math:`\log |dy_i / dx_i|` per element, as
+    :class:`OnePassTransform`. The class attributes ``domain`` and ``codomain``
+    (:data:`constraints.real`), ``bijective`` (``True``) and ``sign`` (``+1``) are overridden
+    only where they differ (an interval, a decreasing map).
+
+    **Parameters laid out parameters first.** The constructor of a univariate transform takes
+    its parameter tensors positionally, ``constructor(*params, **options)`` with
+    ``params[i]`` of shape ``(*batch, F, *shapes[i])``. A masked autoregressive layer computes
+    those parameters as one block ``rows`` of shape ``(total, F, N)``, each parameter's values
+    over the ``F`` features and the ``N`` samples of ``batch`` contiguous. A transform class may
+    offer the optional class method
+
+    .. code-block:: python
+
+        @classmethod
+        def from_rows(cls, rows: Tensor, batch: Sequence[int], **options) -> Transform: ...
+
+    to take that block whole (one tensor in, one gradient out; see
+    ``MonotonicRQSTransform.from_rows`` of flows-splines). It must give the transform that
+    ``cls(*params, **options)`` gives with the tensors
+    :func:`flows.core.layers.univariate.parameters_from_rows` cuts from the block, which is
+    what a class without ``from_rows`` receives; ``flows.core.testing.check_univariate``
+    checks that they agree.
+
+    Example:
+        >>> class Shift(UnivariateTransform):
+        ...     def __init__(self, shift):
+        ...         super().__init__()
+        ...         self.shift = shift
+        ...
+        ...     def call_and_ladj(self, x):
+        ...         return x + self.shift, torch.zeros_like(x)
+        ...
+        ...     def inverse_and_ladj(self, y):
+        ...         return y - self.shift, torch.zeros_like(y)
+        >>> t = Shift(torch.tensor(1.0))
+        >>> t(torch.tensor([0.0, 2.0])), t.sign, t.domain
+        (tensor([1., 3.]), 1, Real())
+    """
+
+    domain = constraints.real
+    codomain = constraints.real
+    sign = +1
 
 
 class InverseTransform(Transform):
@@ -142,7 +246,7 @@ class InverseTransform(Transform):
         return f"{self._inv!r}.inv"
 
 
-class IdentityTransform(Transform):
+class IdentityTransform(UnivariateTransform):
     r"""The identity :math:`y = x`, with a null log-determinant.
 
     Example:
@@ -151,22 +255,18 @@ class IdentityTransform(Transform):
         (tensor([ 1., -2.]), tensor([0., 0.]))
     """
 
-    domain = constraints.real
-    codomain = constraints.real
-    bijective = True
-    sign = +1
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x, torch.zeros_like(x)
 
     def _call(self, x: Tensor) -> Tensor:
         return x
 
-    def _inverse(self, y: Tensor) -> Tensor:
-        return y
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return torch.zeros_like(x)
+    # Its own inverse.
+    inverse_and_ladj = call_and_ladj
+    _inverse = _call
 
 
-class ComposedTransform(Transform):
+class ComposedTransform(OnePassTransform):
     r"""The composition :math:`f = f_n \circ \dots \circ f_1` of transforms.
 
     Its log-determinant is the sum of the parts', each summed over the event dimensions it
@@ -183,8 +283,6 @@ class ComposedTransform(Transform):
         >>> t.call_and_ladj(torch.tensor([0.0, 1.0]))
         (tensor([1.0000, 7.3891]), tensor([0.6931, 2.6931]))
     """
-
-    bijective = True
 
     def __init__(self, *transforms: _TorchTransform, cache_size: int = 0) -> None:
         super().__init__(cache_size=cache_size)
@@ -233,9 +331,6 @@ class ComposedTransform(Transform):
         for transform in reversed(self.transforms):
             y = transform.inv(y)
         return y
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[1]
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         event_dim = self._event_dim

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from flows.core.transforms.base import Transform
+from flows.core.transforms.base import UnivariateTransform
 
 
 def _check_bound(bound: object) -> float:
@@ -19,7 +19,7 @@ def _check_bound(bound: object) -> float:
     return float(bound)
 
 
-class SoftclipTransform(Transform):
+class SoftclipTransform(UnivariateTransform):
     r"""The soft clip :math:`y = \frac{x}{1 + |x / B|}` from the real line onto :math:`(-B, B)`.
 
     It is the identity near 0, smooth and strictly increasing, with
@@ -38,10 +38,6 @@ class SoftclipTransform(Transform):
         tensor([-2.,  0.,  6.])
     """
 
-    domain = constraints.real
-    bijective = True
-    sign = +1
-
     def __init__(self, bound: float = 1.0) -> None:
         super().__init__()
         self.bound = _check_bound(bound)
@@ -50,6 +46,7 @@ class SoftclipTransform(Transform):
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
         return constraints.interval(-self.bound, self.bound)
 
+    # Each alone, cheaper than call_and_ladj and inverse_and_ladj.
     def _call(self, x: Tensor) -> Tensor:
         return x / (1 + x.abs() / self.bound)
 
@@ -72,7 +69,7 @@ class SoftclipTransform(Transform):
         return f"{type(self).__name__}(bound={self.bound:g})"
 
 
-class CircularShiftTransform(Transform):
+class CircularShiftTransform(UnivariateTransform):
     r"""The half-turn shift on the circle :math:`[-B, B)`: :math:`y = (x \bmod 2B) - B`.
 
     On the circle (the interval :math:`[-B, B)` with its ends glued) it rotates every point by
@@ -87,9 +84,6 @@ class CircularShiftTransform(Transform):
         >>> t(torch.tensor([-1.5, 0.0, 1.5]))
         tensor([ 0.5000, -2.0000, -0.5000])
     """
-
-    bijective = True
-    sign = +1
 
     def __init__(self, bound: float = math.pi) -> None:
         super().__init__()
@@ -106,17 +100,22 @@ class CircularShiftTransform(Transform):
     def _call(self, x: Tensor) -> Tensor:
         return torch.remainder(x, 2 * self.bound) - self.bound
 
-    def _inverse(self, y: Tensor) -> Tensor:
-        return torch.remainder(y, 2 * self.bound) - self.bound
-
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return torch.zeros_like(y)
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = self._call(x)
+        return y, torch.zeros_like(y)
+
+    # A half turn twice is a full turn: it is its own inverse.
+    _inverse = _call
+    inverse_and_ladj = call_and_ladj
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bound={self.bound:g})"
 
 
-class CosTransform(Transform):
+class CosTransform(UnivariateTransform):
     r"""The cosine :math:`y = \cos x` from :math:`(0, \pi)` onto :math:`(-1, 1)`, decreasing.
 
     :math:`\log |dy/dx| = \log \sin x`; the inverse is :math:`x = \arccos y` with
@@ -130,9 +129,9 @@ class CosTransform(Transform):
 
     domain = constraints.interval(0.0, math.pi)
     codomain = constraints.interval(-1.0, 1.0)
-    bijective = True
     sign = -1
 
+    # Each alone, cheaper than call_and_ladj and inverse_and_ladj.
     def _call(self, x: Tensor) -> Tensor:
         return torch.cos(x)
 
@@ -142,11 +141,14 @@ class CosTransform(Transform):
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return torch.log(torch.sin(x))
 
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.cos(x), torch.log(torch.sin(x))
+
     def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
         return torch.acos(y), -0.5 * torch.log1p(-y * y)
 
 
-class SinTransform(Transform):
+class SinTransform(UnivariateTransform):
     r"""The sine :math:`y = \sin x` from :math:`(-\pi / 2, \pi / 2)` onto :math:`(-1, 1)`.
 
     :math:`\log |dy/dx| = \log \cos x`; the inverse is :math:`x = \arcsin y` with
@@ -160,9 +162,8 @@ class SinTransform(Transform):
 
     domain = constraints.interval(-math.pi / 2, math.pi / 2)
     codomain = constraints.interval(-1.0, 1.0)
-    bijective = True
-    sign = +1
 
+    # Each alone, cheaper than call_and_ladj and inverse_and_ladj.
     def _call(self, x: Tensor) -> Tensor:
         return torch.sin(x)
 
@@ -171,6 +172,9 @@ class SinTransform(Transform):
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return torch.log(torch.cos(x))
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.sin(x), torch.log(torch.cos(x))
 
     def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
         return torch.asin(y), -0.5 * torch.log1p(-y * y)

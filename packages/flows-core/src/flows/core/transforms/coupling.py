@@ -12,14 +12,14 @@ from torch.distributions import Transform as _TorchTransform
 from torch.distributions import constraints
 
 from flows.core.transforms.base import (
-    Transform,
+    OnePassTransform,
     call_and_ladj,
     inverse_and_ladj,
     sum_rightmost,
 )
 
 
-class CouplingTransform(Transform):
+class CouplingTransform(OnePassTransform):
     r"""A coupling transformation :math:`y_a = x_a`, :math:`y_b = f_{x_a}(x_b)`.
 
     The features selected by ``mask`` (:math:`x_a`) are kept; the others (:math:`x_b`) go
@@ -50,7 +50,6 @@ class CouplingTransform(Transform):
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
-    bijective = True
 
     def __init__(
         self,
@@ -79,15 +78,6 @@ class CouplingTransform(Transform):
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x.index_select(-1, self.kept), x.index_select(-1, self.changed)
-
-    def _call(self, x: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[0]
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        return self.inverse_and_ladj(y)[0]
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[1]
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x_a, x_b = self._split(x)

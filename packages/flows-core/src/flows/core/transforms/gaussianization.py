@@ -9,10 +9,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import constraints
 from torch.special import log_ndtr, ndtri
 
-from flows.core.transforms.base import Transform
+from flows.core.transforms.base import UnivariateTransform
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_HALF = math.log(0.5)
@@ -77,7 +76,7 @@ def _ndtri_lower(log_p: Tensor) -> Tensor:
     return z + (log_p - log_ndtr(z)) / slope
 
 
-class GaussianizationTransform(Transform):
+class GaussianizationTransform(UnivariateTransform):
     r"""The Gaussianization :math:`y = \Phi^{-1}(F(x))` of a Gaussian mixture CDF :math:`F`.
 
     .. math:: F(x) = \frac{1}{K} \sum_{k=1}^K \Phi(a_k x + b_k),
@@ -106,11 +105,6 @@ class GaussianizationTransform(Transform):
         >>> t.inv(y)
         tensor([-2.0000,  1.0000,  3.0000])
     """
-
-    domain = constraints.real
-    codomain = constraints.real
-    bijective = True
-    sign = +1
 
     def __init__(self, shift: Tensor, scale: Tensor) -> None:
         super().__init__()
@@ -142,12 +136,6 @@ class GaussianizationTransform(Transform):
         y = torch.where(lower, magnitude, -magnitude)
         return y, log_pdf - _normal_log_pdf(y)
 
-    def _call(self, x: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[0]
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[1]
-
     def _bisect(self, y: Tensor) -> Tensor:
         with torch.no_grad():
             scale = self.log_scale.exp()
@@ -169,9 +157,6 @@ class GaussianizationTransform(Transform):
         # A Newton step; it also gives x its gradient with respect to y and the parameters.
         step = torch.exp(-ladj.detach().clamp(min=-80.0))
         return x + (y - y_x) * step, -ladj
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        return self.inverse_and_ladj(y)[0]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(components={self.components})"

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from flows.core.transforms.base import Transform
+from flows.core.transforms.base import OnePassTransform
 
 
 def _matvec(matrix: Tensor, x: Tensor) -> Tensor:
@@ -26,7 +26,7 @@ def _check_square(name: str, matrix: object) -> Tensor:
     return matrix
 
 
-class PermutationTransform(Transform):
+class PermutationTransform(OnePassTransform):
     r"""The permutation :math:`y = x_{\sigma}` of the features, with a null log-determinant.
 
     Arguments:
@@ -44,7 +44,6 @@ class PermutationTransform(Transform):
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
-    bijective = True
 
     def __init__(self, order: Tensor) -> None:
         super().__init__()
@@ -71,6 +70,7 @@ class PermutationTransform(Transform):
             self._inverse_order = torch.argsort(self.order)
         return self._inverse_order
 
+    # Each alone, cheaper than call_and_ladj and inverse_and_ladj.
     def _call(self, x: Tensor) -> Tensor:
         return x.index_select(-1, self.order)
 
@@ -90,7 +90,7 @@ class PermutationTransform(Transform):
         return f"{type(self).__name__}(order={self.order.tolist()})"
 
 
-class RotationTransform(Transform):
+class RotationTransform(OnePassTransform):
     r"""The rotation :math:`y = R x` with :math:`R = \exp(A - A^\top)`, orthogonal.
 
     The matrix exponential of a skew-symmetric matrix is a rotation (determinant 1), so
@@ -108,13 +108,13 @@ class RotationTransform(Transform):
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
-    bijective = True
 
     def __init__(self, A: Tensor) -> None:
         super().__init__()
         A = _check_square("A", A)
         self.rotation = torch.linalg.matrix_exp(A - A.mT)
 
+    # Each alone, cheaper than call_and_ladj and inverse_and_ladj.
     def _call(self, x: Tensor) -> Tensor:
         return _matvec(self.rotation, x)
 
@@ -136,7 +136,7 @@ class RotationTransform(Transform):
         return f"{type(self).__name__}(features={self.rotation.shape[-1]})"
 
 
-class LULinearTransform(Transform):
+class LULinearTransform(OnePassTransform):
     r"""The learned linear map :math:`y = L U x` in LU form.
 
     The strictly lower triangle of ``LU`` fills the unit lower-triangular :math:`L`; its upper
@@ -161,7 +161,6 @@ class LULinearTransform(Transform):
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
-    bijective = True
 
     def __init__(self, LU: Tensor) -> None:
         super().__init__()
@@ -171,6 +170,7 @@ class LULinearTransform(Transform):
         self.lower = LU.tril(-1) + eye
         self.upper = LU.triu(1) + torch.diag_embed(self.diagonal.exp())
 
+    # Each alone, cheaper than call_and_ladj and inverse_and_ladj.
     def _call(self, x: Tensor) -> Tensor:
         return _matvec(self.lower, _matvec(self.upper, x))
 

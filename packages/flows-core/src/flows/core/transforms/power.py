@@ -6,12 +6,11 @@ __all__ = ["SignedPowerTransform"]
 
 import torch
 from torch import Tensor
-from torch.distributions import constraints
 
-from flows.core.transforms.base import Transform
+from flows.core.transforms.base import UnivariateTransform
 
 
-class SignedPowerTransform(Transform):
+class SignedPowerTransform(UnivariateTransform):
     r"""The signed power :math:`y = \operatorname{sign}(x) |x|^{\exp(\alpha)}`.
 
     An odd, strictly increasing bijection of the real line, with
@@ -31,15 +30,11 @@ class SignedPowerTransform(Transform):
         tensor([-3.0000,  0.5000])
     """
 
-    domain = constraints.real
-    codomain = constraints.real
-    bijective = True
-    sign = +1
-
     def __init__(self, alpha: Tensor | float) -> None:
         super().__init__()
         self.alpha = torch.as_tensor(alpha)
 
+    # Each alone, cheaper than call_and_ladj and inverse_and_ladj.
     def _call(self, x: Tensor) -> Tensor:
         return torch.sign(x) * x.abs() ** self.alpha.exp()
 
