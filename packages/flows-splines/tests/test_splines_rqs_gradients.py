@@ -1,32 +1,25 @@
-"""The closed-form backward of MonotonicRQSTransform against autograd through the plain algebra.
+"""The fused formulation of MonotonicRQSTransform against the plain one, its reference.
 
-The transform evaluates in one autograd node with a hand-derived backward; the generic helpers
-of :mod:`flows.splines.rqs` (knots, bin gather, spline algebra), differentiated by autograd, are
-the independent reference.
+The transform evaluates in one autograd node with a hand-derived backward; the plain
+formulation of :mod:`flows.splines._rqs_kernels` (knots, bin gather, spline algebra),
+differentiated by autograd, is the independent reference.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from flows.splines import MonotonicRQSTransform
-from flows.splines.rqs import bins_first_derivatives, spline_forward, spline_inverse, spline_knots
+from flows.splines._rqs_kernels import plain_monotonic_rqs
 
 
 def reference(
     v: Tensor, params: list[Tensor], inverse: bool, bound: float = 5.0, slope: float = 1e-3
 ) -> tuple[Tensor, Tensor]:
-    """The spline by the generic helpers, every step recorded by autograd."""
-    widths, heights, derivatives = params
-    derivatives = bins_first_derivatives(derivatives, slope)
-    derivatives = F.pad(derivatives, (0,) * (2 * derivatives.dim() - 2) + (1, 1), value=1.0)
-    knots = spline_knots(widths, heights, derivatives, bound, slope)
-    inside = v.abs() <= bound
-    out, ladj = (spline_inverse if inverse else spline_forward)(knots, v.clamp(-bound, bound))
-    return torch.where(inside, out, v), torch.where(inside, ladj, 0.0)
+    """The spline by the plain formulation, every step recorded by autograd."""
+    return plain_monotonic_rqs(v, *params, bound, slope, inverse)
 
 
 def fast(v: Tensor, params: list[Tensor], inverse: bool, **options: float) -> tuple[Tensor, ...]:

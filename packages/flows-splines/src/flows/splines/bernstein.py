@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flows.splines.rqs import derivative_offset
+from flows.splines._rqs_kernels import derivative_offset
 from flows.splines.tails import LinearTailsTransform
 
 

@@ -14,19 +14,18 @@ import math
 
 import torch
 from torch import Tensor
-from torch.distributions import constraints
 
-from flows.core.transforms.base import Transform
-from flows.splines.rqs import (
+from flows.core.transforms.base import UnivariateTransform
+from flows.splines._rqs_kernels import (
     bins_first_derivatives,
-    check_spline_options,
     spline_forward,
     spline_inverse,
     spline_knots,
 )
+from flows.splines.rqs import check_spline_options
 
 
-class CircularRQSTransform(Transform):
+class CircularRQSTransform(UnivariateTransform):
     r"""Circular rational-quadratic spline on :math:`[-\pi, \pi]`, periodic-equivariant.
 
     Arguments:
@@ -50,11 +49,6 @@ class CircularRQSTransform(Transform):
         | Normalizing Flows on Tori and Spheres (Rezende et al., 2020)
         | https://arxiv.org/abs/2002.02428
     """
-
-    domain = constraints.real
-    codomain = constraints.real
-    bijective = True
-    sign = +1
 
     def __init__(
         self,
@@ -100,15 +94,6 @@ class CircularRQSTransform(Transform):
         y, turns = self._wrap(y)
         x, ladj = spline_inverse(self.knots, y)
         return x + turns, ladj
-
-    def _call(self, x: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[0]
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        return self.inverse_and_ladj(y)[0]
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[1]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bins={self.bins})"
