@@ -83,7 +83,16 @@ class UnivariateLayout:
         values of every feature and sample are contiguous, the layout element-wise kernels
         over one parameter at a time prefer. A constructor with a ``from_rows(rows, batch,
         **options)`` class method takes the block whole (one tensor in, one gradient out);
-        any other receives tensors of shapes ``(*batch, F, *shape)``, views of the block.
+        any other receives tensors of shapes ``(*batch, F, *shape)``, views of the block
+        (:func:`parameters_from_rows`). The contract of ``from_rows`` is that of
+        :class:`flows.core.transforms.UnivariateTransform`.
+
+        Example:
+            >>> from flows.core.transforms import MonotonicAffineTransform
+            >>> layout = UnivariateLayout(MonotonicAffineTransform, [(), ()])
+            >>> rows = torch.zeros(2, 3, 10)  # shift and scale, 3 features, batch (2, 5)
+            >>> layout.build_parameters_first(rows, (2, 5)).shift.shape
+            torch.Size([2, 5, 3])
         """
         from_rows = self._from_rows
         if from_rows is not None:
@@ -121,7 +130,11 @@ def parameters_from_rows(
 
 
 def _from_rows(constructor: Callable[..., Transform]) -> Callable[..., Transform] | None:
-    """The constructor's ``from_rows`` class method with its options bound, if it has one."""
+    """The constructor's ``from_rows`` class method with its options bound, if it has one.
+
+    The optional class method of :class:`flows.core.transforms.UnivariateTransform`'s contract;
+    a constructor without it, or with bound positional parameters, gets ``None``.
+    """
     # A registered constructor comes as functools.partial(cls, **options).
     inner = getattr(constructor, "func", constructor)
     from_rows = getattr(inner, "from_rows", None)
