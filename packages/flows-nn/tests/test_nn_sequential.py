@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from flows.nn import MLP, MaskedMLP
+from flows.nn._sequential import in_place_activation
 
 ACTIVATIONS = [nn.ReLU, lambda: nn.LeakyReLU(0.2), lambda: nn.ELU(0.7), nn.Tanh]
 # Negative slopes and zero: autograd refuses the in-place forms' backward for a negative one.
@@ -124,3 +125,36 @@ def test_a_compiled_layer_is_called_through_its_compiled_form() -> None:
     torch.testing.assert_close(net(x), expected)
     assert calls == [1]
     torch._dynamo.reset()
+
+
+class _ShiftedReLU(nn.ReLU):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x - 1.0)
+
+
+@pytest.mark.parametrize(
+    ("activation", "in_place"),
+    [
+        (nn.ReLU(), True),
+        (nn.LeakyReLU(0.2), True),
+        (nn.LeakyReLU(0.0), True),
+        (nn.ELU(0.7), True),
+        (nn.LeakyReLU(-0.2), False),
+        (nn.ELU(-0.5), False),
+        (nn.Tanh(), False),
+        (_ShiftedReLU(), False),  # a subclass may compute something else
+    ],
+    ids=repr,
+)
+def test_the_in_place_rule_gives_the_activation_s_values_or_nothing(
+    activation, in_place, dtype, device
+):
+    # The one rule of LayerSequence and of MaskedMLP.forward_pieces.
+    form = in_place_activation(activation)
+    assert (form is not None) == in_place
+    if form is not None:
+        x = torch.randn(20, dtype=dtype, device=device)
+        expected = activation(x)
+        result = form(x)
+        assert result is x  # in place
+        torch.testing.assert_close(x, expected)

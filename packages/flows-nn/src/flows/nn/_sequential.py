@@ -2,7 +2,7 @@ r"""A base for networks built as a sequence of layers."""
 
 from __future__ import annotations
 
-__all__ = ["LayerSequence"]
+__all__ = ["LayerSequence", "in_place_activation"]
 
 import functools
 from collections import OrderedDict
@@ -22,12 +22,13 @@ class LayerSequence(nn.Sequential):
     the layers, which subclasses with their own constructor arguments do not accept.
 
     An activation that directly follows one of this package's linear layers runs in place on
-    the layer's fresh output when it is a :class:`torch.nn.ReLU`, or a
-    :class:`torch.nn.LeakyReLU` or :class:`torch.nn.ELU` whose slope is not negative, without
-    hooks: these compute their gradient from their result, so nothing autograd needs is
-    overwritten, and each hidden layer saves the allocation of its activations (on CPU, also
-    the page faults of a fresh block). Layers without hooks are run through their ``forward``
-    directly, which skips the per-call bookkeeping of :class:`torch.nn.Module`.
+    the layer's fresh output when :func:`in_place_activation` gives it an in-place form (a
+    :class:`torch.nn.ReLU`, or a :class:`torch.nn.LeakyReLU` or :class:`torch.nn.ELU` whose
+    slope is not negative) and neither has hooks: these compute their gradient from their
+    result, so nothing autograd needs is overwritten, and each hidden layer saves the
+    allocation of its activations (on CPU, also the page faults of a fresh block). Layers
+    without hooks are run through their ``forward`` directly, which skips the per-call
+    bookkeeping of :class:`torch.nn.Module`.
     """
 
     def __getitem__(self, idx: int | slice) -> nn.Module:
@@ -51,7 +52,7 @@ class LayerSequence(nn.Sequential):
             if i == stop:
                 break
             plain = unobserved and not _hooked(layer)
-            activate = _in_place(layer) if fresh and plain else None
+            activate = in_place_activation(layer) if fresh and plain else None
             if activate is not None:
                 x = activate(x)
             elif plain and not _compiled(layer):
@@ -95,15 +96,30 @@ def _returns_new_tensor(layer: nn.Module) -> bool:
     return getattr(type(layer), "_returns_new_tensor", False)
 
 
-def _in_place(activation: nn.Module) -> Callable[[Tensor], Tensor] | None:
-    """The in-place form of an unhooked ``activation``, if its backward reads only its result."""
-    kind = type(activation)
-    if kind is nn.ReLU:
+def in_place_activation(activation: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The in-place form of ``activation``, if it is safe under autograd; else ``None``.
+
+    The one rule for every place of this package that rectifies a fresh tensor in place
+    (:class:`LayerSequence` and :meth:`MaskedMLP.forward_pieces`): :class:`torch.nn.ReLU`,
+    and :class:`torch.nn.LeakyReLU` or :class:`torch.nn.ELU` whose slope is not negative,
+    compute their gradient from their result, so their in-place form overwrites nothing
+    autograd needs. Only these exact classes qualify: a subclass may change the function.
+    The caller decides whether hooks allow skipping the module call.
+
+    Example:
+        >>> relu_ = in_place_activation(nn.ReLU())
+        >>> x = torch.tensor([-1.0, 2.0])
+        >>> relu_(x) is x, x
+        (True, tensor([0., 2.]))
+        >>> in_place_activation(nn.Tanh()) is None
+        True
+    """
+    if type(activation) is nn.ReLU:
         return torch.relu_
     # With a negative slope the result no longer tells the sign of the input, and autograd
     # refuses the in-place form's backward.
-    if kind is nn.LeakyReLU and activation.negative_slope >= 0:
+    if type(activation) is nn.LeakyReLU and activation.negative_slope >= 0:
         return functools.partial(F.leaky_relu_, negative_slope=activation.negative_slope)
-    if kind is nn.ELU and activation.alpha >= 0:
+    if type(activation) is nn.ELU and activation.alpha >= 0:
         return functools.partial(F.elu_, alpha=activation.alpha)
     return None
