@@ -239,6 +239,40 @@ def test_masked_linear_initializes_rows_with_their_actual_fan_in() -> None:
     assert layer.weight[1].abs().max() <= 0.05
 
 
+def test_masked_linear_effective_weight_is_the_masked_weight(
+    dtype: torch.dtype, device: torch.device
+) -> None:
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    layer = MaskedLinear(mask).to(dtype=dtype, device=device)
+    expected = layer.weight * mask.to(dtype=dtype, device=device)
+    torch.testing.assert_close(layer.effective_weight(), expected)
+    x = torch.randn(4, 3, dtype=dtype, device=device)
+    torch.testing.assert_close(layer(x), x @ layer.effective_weight().T + layer.bias)
+
+
+def test_masked_linear_redraws_only_the_rows_asked_for_as_a_full_reset_would(
+    device: torch.device,
+) -> None:
+    mask = torch.rand(6, 5) < 0.7
+    mask[:, 0] = True
+    torch.manual_seed(0)
+    full = MaskedLinear(mask).to(device)
+    partial = MaskedLinear(mask).to(device)
+    kept = (partial.weight.detach().clone(), partial.bias.detach().clone())
+    torch.manual_seed(1)
+    full.reset_parameters()
+    torch.manual_seed(1)
+    partial.reset_parameters(rows=[1, 4])
+
+    redrawn = torch.tensor([False, True, False, False, True, False], device=device)
+    # The rows redrawn get the values of a full reset from the same random state.
+    assert torch.equal(partial.weight[redrawn], full.weight[redrawn])
+    assert torch.equal(partial.bias[redrawn], full.bias[redrawn])
+    assert torch.equal(partial.weight[~redrawn], kept[0][~redrawn])
+    assert torch.equal(partial.bias[~redrawn], kept[1][~redrawn])
+    assert not torch.equal(partial.weight[redrawn], kept[0][redrawn])
+
+
 def test_masked_mlp_compiles_into_one_graph(dtype: torch.dtype) -> None:
     torch._dynamo.reset()
     adjacency = torch.ones(4, 4, dtype=torch.bool).tril(-1)
