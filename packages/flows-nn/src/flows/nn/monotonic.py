@@ -66,7 +66,7 @@ class TwoWayELU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = x.shape[-1]
         convex = (features + 1) // 2
-        head, tail = x.split((convex, features - convex), dim=-1)
+        head, tail = x.split_with_sizes((convex, features - convex), dim=-1)
         return torch.cat((F.elu(head, self.alpha), -F.elu(-tail, self.alpha)), dim=-1)
 
     def extra_repr(self) -> str:
