@@ -7,7 +7,10 @@ log-determinant against the forward one at the solution.
 
 from __future__ import annotations
 
+import copy
 import io
+import pickle
+import warnings
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 
 from flows.core import MAF
 from flows.core.layers import MaskedAutoregressiveTransform
+from flows.core.testing import assert_no_graph_breaks
 from flows.core.transforms import AutoregressiveTransform, MonotonicAffineTransform
 
 
@@ -73,14 +77,11 @@ def test_inverse_matches_the_generic_fixed_point(kwargs, context, gradients, dty
 
 
 def test_plain_masked_networks_get_a_stepwise_plan():
-    assert MaskedAutoregressiveTransform(4, hidden_features=[8, 8])._hidden_widths is not None
-    assert MaskedAutoregressiveTransform(4, 2, passes=2)._hidden_widths is not None
+    assert MaskedAutoregressiveTransform(4, hidden_features=[8, 8]).stepwise is not None
+    assert MaskedAutoregressiveTransform(4, 2, passes=2).stepwise is not None
     # Residual blocks and single-pass layers keep the generic inverse.
-    assert (
-        MaskedAutoregressiveTransform(4, hidden_features=[8, 8], residual=True)._hidden_widths
-        is None
-    )
-    assert MaskedAutoregressiveTransform(4, passes=1, context=2)._hidden_widths is None
+    assert MaskedAutoregressiveTransform(4, hidden_features=[8, 8], residual=True).stepwise is None
+    assert MaskedAutoregressiveTransform(4, passes=1, context=2).stepwise is None
 
 
 def test_each_pass_builds_and_inverts_only_its_group():
@@ -240,7 +241,7 @@ def test_adjacency_groups_by_depth(dtype, device):
     )
     t = MaskedAutoregressiveTransform(4, adjacency=adjacency, hidden_features=[16, 16])
     t = perturbed(t, dtype, device)
-    assert t._group_sizes == [1, 2, 1]
+    assert t.stepwise.sizes == [1, 2, 1]
     f = t()
     y = torch.randn(5, 4, dtype=dtype, device=device)
     torch.testing.assert_close(f.inv(y), generic_inverse(f, y), **tolerance(dtype))
@@ -248,3 +249,129 @@ def test_adjacency_groups_by_depth(dtype, device):
 
 def test_repr_is_unchanged():
     assert repr(MaskedAutoregressiveTransform(3)()) == "AutoregressiveTransform(passes=3)"
+
+
+@pytest.mark.parametrize("gradients", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize(
+    ("adjacency", "hidden"),
+    [
+        # Narrow layers: units are not in the order of the groups they read, and were once
+        # matched to the wrong units of the next layer.
+        (
+            [
+                [0, 1, 0, 1, 0, 0],
+                [0] * 6,
+                [1, 1, 0, 0, 0, 0],
+                [0] * 6,
+                [0] * 6,
+                [0, 0, 0, 1, 0, 0],
+            ],
+            [4, 3],
+        ),
+        (
+            [
+                [0] * 6,
+                [1, 0, 0, 0, 1, 0],
+                [1, 0, 0, 1, 0, 1],
+                [0, 1, 0, 0, 0, 1],
+                [0] * 6,
+                [0, 1, 0, 0, 0, 0],
+            ],
+            [3, 11],
+        ),
+    ],
+)
+def test_custom_adjacency_with_narrow_layers(adjacency, hidden, gradients, dtype, device):
+    torch.manual_seed(0)
+    adjacency = torch.tensor(adjacency, dtype=torch.bool)
+    t = MaskedAutoregressiveTransform(6, 2, adjacency=adjacency, hidden_features=hidden)
+    t = perturbed(t, dtype, device)
+    assert t.stepwise is not None
+    c = torch.randn(7, 2, dtype=dtype, device=device)
+    f = t(c)
+    y = torch.randn(7, 6, dtype=dtype, device=device)
+    with torch.set_grad_enabled(gradients):
+        x, ladj = f.inv.call_and_ladj(y)
+    torch.testing.assert_close(x, generic_inverse(f, y), **tolerance(dtype))
+    torch.testing.assert_close(ladj, -f.call_and_ladj(x)[1], **tolerance(dtype))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    features=st.integers(2, 6),
+    context=st.integers(0, 2),
+    hidden=st.lists(st.integers(2, 12), min_size=1, max_size=3),
+    gradients=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_stepwise_inverse_of_any_adjacency_is_the_fixed_point(
+    features, context, hidden, gradients, seed
+):
+    generator = torch.Generator().manual_seed(seed)
+    rank = torch.randperm(features, generator=generator)
+    adjacency = (torch.rand(features, features, generator=generator) < 0.5) & (
+        rank[:, None] > rank[None, :]
+    )
+    adjacency[rank.argmax(), rank.argmin()] = True  # at least two passes
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # narrow layers may drop dependencies: still exact
+        t = MaskedAutoregressiveTransform(
+            features, context, adjacency=adjacency, hidden_features=hidden
+        )
+    assert t.stepwise is not None
+    t = perturbed(t, torch.float64, "cpu")
+    c = torch.randn(3, context, dtype=torch.float64) if context else None
+    f = t(c)
+    y = torch.randn(3, features, dtype=torch.float64)
+    with torch.set_grad_enabled(gradients):
+        x, ladj = f.inv.call_and_ladj(y)
+    torch.testing.assert_close(x, generic_inverse(f, y), atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(ladj, -f.call_and_ladj(x)[1], atol=1e-9, rtol=1e-9)
+
+
+def test_the_stepwise_state_is_not_in_the_state_dict():
+    # Checkpoints hold the order, masks and weights only: the inverse's plan follows from them.
+    flow = MAF(4, 2, transforms=2, randperm=True, hidden_features=[8, 8])
+    assert not [key for key in flow.state_dict() if "stepwise" in key]
+    layer = MaskedAutoregressiveTransform(4, 2, hidden_features=[8, 8])
+    assert set(layer.state_dict()) == {"order"} | {
+        f"hyper.{i}.{name}" for i in (0, 2, 4) for name in ("weight", "bias", "mask")
+    }
+
+
+def test_copies_invert_with_their_own_network(device):
+    torch.manual_seed(10)
+    flow = MAF(4, 2, transforms=2, randperm=True, hidden_features=[8, 8])
+    flow = perturbed(flow, torch.float64, device)
+    c = torch.randn(3, 2, dtype=torch.float64, device=device)
+    z = torch.randn(3, 4, dtype=torch.float64, device=device)
+    with torch.no_grad():
+        expected = flow(c).transform.inv(z)
+        copied, pickled = copy.deepcopy(flow), pickle.loads(pickle.dumps(flow))
+        torch.testing.assert_close(pickled(c).transform.inv(z), expected, rtol=0, atol=0)
+        for p in copied.parameters():
+            p.mul_(1.5)
+        x = copied(c).transform.inv(z)
+        torch.testing.assert_close(flow(c).transform.inv(z), expected, rtol=0, atol=0)
+        torch.testing.assert_close(copied(c).transform(x), z, atol=1e-9, rtol=1e-9)
+    assert not torch.allclose(x, expected)
+
+
+@pytest.mark.parametrize("context", [0, 2])
+def test_sampling_traces_into_one_graph(context, dtype, device):
+    torch._dynamo.reset()
+    torch.manual_seed(11)
+    flow = MAF(3, context, transforms=2, hidden_features=(8, 8)).to(dtype=dtype, device=device)
+    c = torch.randn(5, context, dtype=dtype, device=device) if context else None
+    z = torch.randn(5, 3, dtype=dtype, device=device)
+
+    def inverse(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        x, ladj = flow(c).transform.inv.call_and_ladj(z)
+        return x.sum() + ladj.sum()
+
+    try:
+        with torch.no_grad():
+            assert_no_graph_breaks(inverse, z, c)
+    finally:
+        torch._dynamo.reset()

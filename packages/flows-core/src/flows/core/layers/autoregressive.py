@@ -5,14 +5,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
 
 from flows.core.layers.elementwise import _check_count
-from flows.core.layers.stepwise import StepwisePlan, plan_hidden_units, stepwise_inverse
+from flows.core.layers.stepwise import StepwiseInverse
 from flows.core.layers.univariate import (
     cat_context,
     checked_context,
@@ -21,6 +21,9 @@ from flows.core.layers.univariate import (
 )
 from flows.core.lazy import LazyTransform
 from flows.core.transforms import AutoregressiveTransform
+
+if TYPE_CHECKING:
+    from flows.nn import MaskedLinear, MaskedMLP
 
 __all__ = ["MaskedAutoregressiveTransform", "autoregressive_depth"]
 
@@ -68,9 +71,7 @@ class MaskedAutoregressiveTransform(LazyTransform):
         tensor(0.)
     """
 
-    _group_features: Tensor
-    _group_inverse: Tensor
-    _group_rows: Tensor
+    order: Tensor
 
     def __init__(
         self,
@@ -114,12 +115,13 @@ class MaskedAutoregressiveTransform(LazyTransform):
         # The inverse fixes one more group per pass: as many passes as groups, no more.
         self.passes = int(group.max()) + 1
         # Ranks per group, to regroup an order loaded from a state dict (None with adjacency).
-        self._ranks_per_group = None if adjacency is not None else math.ceil(features / passes)
+        self._ranks_per_group = None if passes is None else math.ceil(features / passes)
 
         if context_part is not None:
             full = torch.cat((dependency, context_part), dim=1)
         else:
             full = torch.cat((dependency, torch.ones(features, context, dtype=torch.bool)), 1)
+        self.hyper: MaskedMLP | None
         if full.any():
             from flows.nn import MaskedMLP
 
@@ -132,35 +134,26 @@ class MaskedAutoregressiveTransform(LazyTransform):
             self.phi = nn.Parameter(torch.randn(features, self.layout.total) * 1e-2)
         # Worth it for vector parameters (spline bins), which the transform reads row by row.
         self._parameters_first = (
-            self.hyper is not None and self.hyper[-1].bias is not None and not self.layout.scalars
+            self.hyper is not None
+            and not self.layout.scalars
+            and cast("MaskedLinear", self.hyper[-1]).bias is not None
         )
         self._group_of_features = group
-        self._set_groups(group)
-        self.register_load_state_dict_post_hook(_regroup_after_load)
+        # The inverse, group after group; None: the generic fixed point (one pass, residual).
+        self.stepwise = StepwiseInverse.plan(self.hyper, group, context, self.layout)
+        self.register_load_state_dict_post_hook(MaskedAutoregressiveTransform._regroup)
 
-    def _set_groups(self, group: Tensor) -> None:
-        r"""Plan the stepwise inverse from each feature's group (the pass that solves it).
-
-        Features are sorted by group, so group :math:`k` is a contiguous block, and so are its
-        rows of the network's output; the hidden units are planned by
-        :func:`~flows.core.layers.stepwise.plan_hidden_units`.
-        """
-        group = group.detach().cpu()
-        total = self.layout.total
-        permutation = torch.sort(group, stable=True).indices
-        self._group_sizes: list[int] = torch.bincount(group, minlength=self.passes).tolist()
-        rows = (permutation[:, None] * total + torch.arange(total)).flatten()
-        device = next(self.parameters()).device
-        # Not persistent: they follow from the order (or adjacency) and the masks.
-        self.register_buffer("_group_features", permutation.to(device), persistent=False)
-        self.register_buffer(
-            "_group_inverse", torch.argsort(permutation).to(device), persistent=False
+    def _regroup(self, incompatible_keys: Any) -> None:
+        # A loaded order and masks (a preset built with randperm=True) regroup the features.
+        if self._ranks_per_group is not None:
+            ranks = self.order.cpu()
+            self._group_of_features = torch.div(
+                ranks, self._ranks_per_group, rounding_mode="floor"
+            )
+        # Planned on the network's device.
+        self.stepwise = StepwiseInverse.plan(
+            self.hyper, self._group_of_features, self.context, self.layout
         )
-        self.register_buffer("_group_rows", rows.to(device), persistent=False)
-
-        self._plan_cache: StepwisePlan | None = None
-        # Prefix widths per pass of each hidden layer; None: no stepwise plan (generic inverse).
-        self._hidden_widths = plan_hidden_units(self, group, rows)
 
     def _meta(self, c: Tensor | None, x: Tensor) -> Transform:
         if c is not None:
@@ -174,10 +167,10 @@ class MaskedAutoregressiveTransform(LazyTransform):
         # parameter's values come out contiguous over features and samples, for the cost of
         # reordering a small weight.
         hidden = self.hyper.forward_hidden(x)
-        last = self.hyper[-1]
+        last = cast("MaskedLinear", self.hyper[-1])
         features, total = self.unflattened
-        weight = (last.weight * last.mask).view(features, total, -1).transpose(0, 1)
-        bias = last.bias.view(features, total).T.reshape(-1, 1)
+        weight = last.effective_weight().view(features, total, -1).transpose(0, 1)
+        bias = cast(Tensor, last.bias).view(features, total).T.reshape(-1, 1)
         flat = hidden.reshape(-1, hidden.shape[-1])
         rows = torch.addmm(bias, weight.reshape(total * features, -1), flat.T)
         batch = hidden.shape[:-1]
@@ -190,7 +183,7 @@ class MaskedAutoregressiveTransform(LazyTransform):
             c: A context of shape :math:`(*, C)`, required when ``context > 0``.
         """
         c = checked_context(_OWNER, self.context, c)
-        return _MaskedAutoregressive(self, c)
+        return _MaskedAutoregressive(self, functools.partial(self._meta, c), c)
 
     def extra_repr(self) -> str:
         return (
@@ -199,34 +192,31 @@ class MaskedAutoregressiveTransform(LazyTransform):
         )
 
 
-def _regroup_after_load(module: nn.Module, incompatible_keys: Any) -> None:
-    # A loaded order and masks (a preset built with randperm=True) regroup the features.
-    layer: MaskedAutoregressiveTransform = module  # type: ignore[assignment]
-    if layer._ranks_per_group is not None:
-        ranks = layer.order.cpu()
-        layer._group_of_features = torch.div(ranks, layer._ranks_per_group, rounding_mode="floor")
-    layer._set_groups(layer._group_of_features)
-
-
 class _MaskedAutoregressive(AutoregressiveTransform):
     """An autoregressive transform whose inverse knows its masked network (stepwise passes)."""
 
-    def __init__(self, layer: MaskedAutoregressiveTransform, c: Tensor | None) -> None:
-        super().__init__(functools.partial(layer._meta, c), layer.passes)
+    def __init__(
+        self,
+        layer: MaskedAutoregressiveTransform,
+        meta: Callable[[Tensor], Transform],
+        c: Tensor | None,
+    ) -> None:
+        super().__init__(meta, layer.passes)
         self.layer = layer
         self.context = c
 
     def _inverse(self, y: Tensor) -> Tensor:
-        solved = stepwise_inverse(self.layer, y, self.context, with_ladj=False)
-        if solved is None:
+        stepwise, hyper = self.layer.stepwise, self.layer.hyper
+        if stepwise is None or hyper is None:
             return super()._inverse(y)
-        return solved[0]
+        return stepwise.invert(hyper, y, self.context)[0]
 
     def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        solved = stepwise_inverse(self.layer, y, self.context, with_ladj=True)
-        if solved is None:
+        stepwise, hyper = self.layer.stepwise, self.layer.hyper
+        if stepwise is None or hyper is None:
             return super().inverse_and_ladj(y)
-        return solved  # type: ignore[return-value]
+        x, ladj = stepwise.invert(hyper, y, self.context, with_ladj=True)
+        return x, cast(Tensor, ladj)
 
     def __repr__(self) -> str:
         return f"AutoregressiveTransform(passes={self.passes})"
