@@ -7,6 +7,8 @@ the usage line. :class:`CLIError` is a failure the user can fix, printed as one 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -31,14 +33,21 @@ class CLIError(Exception):
     """A failure the user can fix; printed as one line, without a traceback."""
 
 
-def positive_int(text: str) -> int:
+def _parsed(
+    text: str, convert: Callable[[str], Any], valid: Callable[[Any], bool], what: str
+) -> Any:
+    """``convert(text)`` if it parses and is ``valid``, else argparse's error naming ``what``."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return int(_parsed(text, int, lambda value: value >= 1, "a positive integer"))
 
 
 def sample_count(text: str) -> int:
@@ -50,33 +59,17 @@ def sample_count(text: str) -> int:
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+    return int(_parsed(text, int, lambda value: value >= 0, "an integer >= 0"))
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return value
+    return float(
+        _parsed(text, float, lambda value: 0 < value < math.inf, "a positive finite number")
+    )
 
 
 def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
-    return value
+    return float(_parsed(text, float, lambda value: 0 <= value < 1, "a fraction in [0, 1)"))
 
 
 def hidden_sizes(text: str) -> tuple[int, ...]:
