@@ -173,6 +173,40 @@ def test_data_too_large_for_the_flow_dtype_is_refused_as_such():
         fit(Poisoned(), x, steps=1)
 
 
+class Failing(Poisoned):
+    """A Gaussian whose ``fail``-th training call raises FloatingPointError, as an ODE solver's
+    step underflowing does."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.fail = fail
+
+    def forward(self, c: torch.Tensor | None = None) -> Independent:
+        if self.training and self.training_calls + 1 == self.fail:
+            raise FloatingPointError("the solver's step underflowed")
+        return super().forward(c)
+
+
+def test_a_floating_point_error_after_the_first_step_is_a_divergence(dtype, device):
+    x = data(dtype, device)
+    flow = Failing(fail=4).to(dtype=dtype, device=device)
+    start = state(flow)
+    with pytest.raises(FitDivergedError) as info:
+        fit(flow, x, steps=8, batch_size=30, eval_every=2, seed=0)
+    assert info.value.step == 4 and math.isnan(info.value.loss)
+    assert isinstance(info.value.__cause__, FloatingPointError)
+    reference = Poisoned().to(dtype=dtype, device=device)
+    reference.load_state_dict(start)
+    fit(reference, x, steps=2, batch_size=30, eval_every=2, seed=0)
+    assert_same_state(flow, state(reference))  # the best weights, of step 2
+
+
+def test_a_floating_point_error_in_the_first_step_is_left_as_it_is(dtype, device):
+    flow = Failing(fail=1).to(dtype=dtype, device=device)
+    with pytest.raises(FloatingPointError, match="underflowed"):
+        fit(flow, data(dtype, device), steps=8, batch_size=30, seed=0)
+
+
 def test_fit_diverged_error_is_public_and_keeps_its_attributes():
     assert flows.core.FitDivergedError is FitDivergedError
     assert "FitDivergedError" in flows.core.__all__

@@ -13,8 +13,9 @@ on the same global batch. A run whose loss becomes NaN or infinite stops with
 
 The parts of a fit have names, for other training loops to reuse: :class:`_Processes` (rank,
 world, broadcasts and all-reduces), :func:`_split` (the held-out split), :func:`_batches` (the
-epoch and batch order), :func:`_mean_nll` (evaluation) and :class:`_BestWeights` (early stopping
-and the weights it restores).
+epoch and batch order), :func:`_step_gradients` (one step's loss and gradients),
+:class:`_RunningLoss` (the losses between evaluations), :func:`_mean_nll` (evaluation) and
+:class:`_BestWeights` (early stopping and the weights it restores).
 """
 
 from __future__ import annotations
@@ -336,6 +337,44 @@ def _step_gradients(
     return processes.sum_gradients(params, loss, x.dtype)
 
 
+class _RunningLoss:
+    """The training losses since the last evaluation, summed on the device without a sync.
+
+    Their sum is read (one sync) at evaluations; the losses themselves are looked at only
+    when that sum is not finite, to find the first step that was not.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.losses: list[Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.losses)
+
+    def add(self, loss: Tensor) -> None:
+        self.sum += loss.double()
+        self.losses.append(loss)
+
+    def mean(self) -> float:
+        return float(self.sum / len(self.losses))
+
+    def first_non_finite(self, last_step: int) -> tuple[int, float] | None:
+        """The step and value of the first loss that is not finite (``None`` if all are), the
+        last loss being that of ``last_step``."""
+        if not self.losses:
+            return None
+        values = torch.stack(self.losses)
+        bad = (~torch.isfinite(values)).nonzero()
+        if bad.numel() == 0:
+            return None
+        index = int(bad[0, 0])
+        return last_step - len(self.losses) + 1 + index, float(values[index])
+
+    def clear(self) -> None:
+        self.sum.zero_()
+        self.losses.clear()
+
+
 def _snapshot(flow: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in flow.state_dict().items()}
 
@@ -390,19 +429,6 @@ class _BestWeights:
     def fallback(self) -> None:
         """Load the best weights or, without any, the first ones."""
         self.flow.load_state_dict(self.state if self.state is not None else self.initial)
-
-
-def _first_non_finite(losses: list[Tensor], first_step: int) -> tuple[int, float] | None:
-    """The step and value of the first non-finite loss of ``losses`` (of steps from
-    ``first_step``), or ``None``."""
-    if not losses:
-        return None
-    values = torch.stack(losses)
-    bad = (~torch.isfinite(values)).nonzero()
-    if bad.numel() == 0:
-        return None
-    index = int(bad[0, 0])
-    return first_step + index, float(values[index])
 
 
 def fit(
@@ -464,8 +490,10 @@ def fit(
         ValueError: An argument is out of range, or ``x`` or ``context`` is badly shaped or
             holds NaN or inf (the message names the first such rows).
         FitDivergedError: A training loss, a held-out NLL or the final training NLL was NaN or
-            infinite; training stopped there and the flow holds the best finite weights seen
-            (its initial weights if there were none).
+            infinite, or a :class:`FloatingPointError` (such as an ODE solver's step
+            underflowing) was raised after the first step, which is then its ``__cause__``;
+            training stopped there and the flow holds the best finite weights seen (its initial
+            weights if there were none).
 
     Example:
         >>> import torch
@@ -515,67 +543,73 @@ def fit(
 
     history: list[dict[str, float]] = []
     step = 0
-    # The losses since the last evaluation stay on the device, summed without a sync, and are
-    # looked at when the evaluation reads their sum (or at once, when a callback reads each).
-    running = torch.zeros((), dtype=torch.float64, device=device)
-    losses: list[Tensor] = []
+    # The losses are looked at when an evaluation reads their sum, or at once when a callback
+    # reads each: no sync per step otherwise.
+    running = _RunningLoss(device)
 
-    for epoch, batch in _batches(n_train, batch_size, total, generator, device):
-        flow.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = _step_gradients(flow, params, split.train_x, split.train_c, batch, processes)
-        if clip_grad is not None:
-            nn.utils.clip_grad_norm_(params, clip_grad)
-        optimizer.step()
-        step += 1
-        running += loss.double()
-        losses.append(loss)
-        stop = False
+    at = 0  # the step being taken or measured, for an error raised within it
+    try:
+        for epoch, batch in _batches(n_train, batch_size, total, generator, device):
+            at = step + 1
+            flow.train()
+            optimizer.zero_grad(set_to_none=True)
+            loss = _step_gradients(flow, params, split.train_x, split.train_c, batch, processes)
+            if clip_grad is not None:
+                nn.utils.clip_grad_norm_(params, clip_grad)
+            optimizer.step()
+            step += 1
+            running.add(loss)
+            stop = False
 
-        val_now: float | None = None
-        if step % every == 0 or step == total:
-            flow.eval()
-            train_mean = float(running / len(losses))
-            if not math.isfinite(train_mean):
-                first = _first_non_finite(losses, step - len(losses) + 1)
-                raise diverged(*(first or (step, train_mean))) from None
-            running.zero_()
-            losses.clear()
-            if held > 0:
-                val_now = _mean_nll(flow, split.val_x, split.val_c, processes, eval_chunk)
-                if not math.isfinite(val_now):
-                    raise diverged(step, val_now, "held-out NLL") from None
-                stop = best.update(val_now, step)
-            else:
-                best.update(train_mean, step, check_weights=True)
-            history.append(
-                {
-                    "step": step,
-                    "epoch": epoch,
-                    "train_nll": train_mean,
-                    "val_nll": math.nan if val_now is None else val_now,
-                }
-            )
-        if callback is not None:
-            value = float(loss)
-            if not math.isfinite(value):
-                raise diverged(step, value) from None
-            best_val = best.value if held > 0 else None
-            if callback(FitProgress(step, total, epoch, value, val_now, best_val)):
-                stop = True
-        if stop:
-            break
+            val_now: float | None = None
+            if step % every == 0 or step == total:
+                flow.eval()
+                train_mean = running.mean()
+                if not math.isfinite(train_mean):
+                    first = running.first_non_finite(step)
+                    raise diverged(*(first or (step, train_mean))) from None
+                running.clear()
+                if held > 0:
+                    val_now = _mean_nll(flow, split.val_x, split.val_c, processes, eval_chunk)
+                    if not math.isfinite(val_now):
+                        raise diverged(step, val_now, "held-out NLL") from None
+                    stop = best.update(val_now, step)
+                else:
+                    best.update(train_mean, step, check_weights=True)
+                history.append(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "train_nll": train_mean,
+                        "val_nll": math.nan if val_now is None else val_now,
+                    }
+                )
+            if callback is not None:
+                value = float(loss)
+                if not math.isfinite(value):
+                    raise diverged(step, value) from None
+                best_val = best.value if held > 0 else None
+                if callback(FitProgress(step, total, epoch, value, val_now, best_val)):
+                    stop = True
+            if stop:
+                break
 
-    restored = held > 0 and best.restore()
-    flow.eval()
-    train_nll = _mean_nll(flow, split.train_x, split.train_c, processes, eval_chunk)
-    if not math.isfinite(train_nll):
-        raise diverged(step, train_nll, "train NLL") from None
-    val_nll = None
-    if held > 0:
-        val_nll = _mean_nll(flow, split.val_x, split.val_c, processes, eval_chunk)
-        if not math.isfinite(val_nll):
-            raise diverged(step, val_nll, "held-out NLL") from None
+        restored = held > 0 and best.restore()
+        at = step
+        flow.eval()
+        train_nll = _mean_nll(flow, split.train_x, split.train_c, processes, eval_chunk)
+        if not math.isfinite(train_nll):
+            raise diverged(step, train_nll, "train NLL") from None
+        val_nll = None
+        if held > 0:
+            val_nll = _mean_nll(flow, split.val_x, split.val_c, processes, eval_chunk)
+            if not math.isfinite(val_nll):
+                raise diverged(step, val_nll, "held-out NLL") from None
+    except FloatingPointError as error:
+        # A numerical failure (an ODE solver's step underflowing, say) in a step or measure.
+        if step == 0:
+            raise  # the first step failed on the initial weights: nothing diverged
+        raise diverged(at, math.nan) from error
     flow.train(was_training)
 
     return FitResult(
