@@ -93,11 +93,17 @@ def test_flows_ode_and_its_plugin_import_no_torch():
 
 
 def test_public_names_are_exported():
-    assert sorted(flows.ode.__all__) == ["CNF", "FFJTransform", "FreeFormJacobianTransform"]
-    from flows.ode.ffj import FreeFormJacobianTransform
+    assert sorted(flows.ode.__all__) == [
+        "CNF",
+        "FFJTransform",
+        "FreeFormJacobianTransform",
+        "SolverUnderflowError",
+    ]
+    from flows.ode.ffj import FreeFormJacobianTransform, SolverUnderflowError
     from flows.ode.layers import FFJTransform
     from flows.ode.presets import CNF
 
     assert flows.ode.FreeFormJacobianTransform is FreeFormJacobianTransform
     assert flows.ode.FFJTransform is FFJTransform
     assert flows.ode.CNF is CNF
+    assert flows.ode.SolverUnderflowError is SolverUnderflowError

@@ -21,16 +21,17 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "FreeFormJacobianTransform": "flows.ode.ffj",
+    "SolverUnderflowError": "flows.ode.ffj",
     "FFJTransform": "flows.ode.layers",
     "CNF": "flows.ode.presets",
 }
 
 _SUBMODULES = ("ffj", "layers", "plugin", "presets")
 
-__all__ = ["CNF", "FFJTransform", "FreeFormJacobianTransform"]
+__all__ = ["CNF", "FFJTransform", "FreeFormJacobianTransform", "SolverUnderflowError"]
 
 if TYPE_CHECKING:
-    from flows.ode.ffj import FreeFormJacobianTransform
+    from flows.ode.ffj import FreeFormJacobianTransform, SolverUnderflowError
     from flows.ode.layers import FFJTransform
     from flows.ode.presets import CNF
 

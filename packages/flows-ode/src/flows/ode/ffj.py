@@ -12,7 +12,8 @@ and its log-determinant follows the instantaneous change of variables
 
 Both are integrated together, in one adaptive solve (Dormand-Prince, ``dopri5``) of
 torchdiffeq; gradients come from the adjoint method, which integrates backwards instead of
-storing the solver's steps.
+storing the solver's steps. When the solver's step size underflows (inputs far outside the
+range a flow was trained on, or diverged weights), :class:`SolverUnderflowError` says which.
 
 References:
     | Neural Ordinary Differential Equations (Chen et al., 2018)
@@ -36,10 +37,64 @@ from torchdiffeq import odeint_adjoint
 
 from flows.core.transforms.base import Transform
 
-__all__ = ["FreeFormJacobianTransform", "trace_exact", "trace_hutchinson"]
+__all__ = [
+    "FreeFormJacobianTransform",
+    "SolverUnderflowError",
+    "trace_exact",
+    "trace_hutchinson",
+]
 
 #: The noise distributions of the Hutchinson trace estimator.
 NOISES = ("rademacher", "gaussian")
+
+
+#: Inputs or weights at least this large are named as the likely cause of an underflow.
+_LARGE = 1e3
+
+
+class SolverUnderflowError(RuntimeError, FloatingPointError):
+    r"""The adaptive ODE solver's step size underflowed: the dynamics cannot be integrated.
+
+    The solver shrinks its step until the local error is within tolerance; when even a step
+    too small to move the time is not enough, it gives up. For a trained flow this means its
+    input is far outside the range it was trained on, or its weights diverged (they hold NaN or
+    inf, or huge values); the message says which it looks like. It is a
+    :class:`FloatingPointError` too, which :func:`flows.core.training.fit` reports as a
+    diverged fit when it happens after the first step.
+
+    Example:
+        >>> t = FreeFormJacobianTransform(lambda t, x: -x, t0=0.0, t1=1.0)
+        >>> try:
+        ...     t(torch.tensor([float("nan")]))
+        ... except SolverUnderflowError as error:
+        ...     print(str(error).replace(": ", ":\n"))
+        the ODE solver's step size underflowed to zero while integrating:
+        the input holds NaN or inf
+    """
+
+
+def _underflow(x: Tensor, phi: tuple[Tensor, ...], where: str) -> SolverUnderflowError:
+    """The error for an underflow while integrating from ``x``, its likely cause named."""
+    x = x.detach()
+    weights = [p.detach() for p in phi if p.is_floating_point() and p.numel() > 0]
+    if not all(bool(torch.isfinite(w).all()) for w in weights):
+        cause = "the weights (or context) hold NaN or inf, likely from a diverged fit"
+    elif not bool(torch.isfinite(x).all()):
+        cause = "the input holds NaN or inf"
+    else:
+        largest_x = float(x.abs().max()) if x.numel() > 0 else 0.0
+        largest_w = max((float(w.abs().max()) for w in weights), default=0.0)
+        sizes = f"largest |x| = {largest_x:.3g}, largest |weight| = {largest_w:.3g}"
+        if largest_x >= _LARGE and largest_x >= largest_w:
+            cause = f"the input is likely far outside the range the flow was trained on ({sizes})"
+        elif largest_w >= _LARGE:
+            cause = f"the weights likely diverged ({sizes})"
+        else:
+            cause = (
+                "the usual causes are inputs far outside the range the flow was trained on "
+                f"and diverged weights ({sizes})"
+            )
+    return SolverUnderflowError(f"the ODE solver's step size underflowed to zero {where}: {cause}")
 
 
 def trace_exact(dx: Tensor, x: Tensor, create_graph: bool) -> Tensor:
@@ -199,27 +254,44 @@ class FreeFormJacobianTransform(Transform):
         return x.expand(*batch, x.shape[-1])
 
     def _solve(self, func: Callable[..., Any], state: Any, times: Tensor) -> Any:
+        """Integrate ``func`` (a function of ours, which this annotates) from ``state``."""
         states = state if isinstance(state, tuple) else (state,)
         if states[0].numel() == 0:
             # Nothing moves (and the solver's step-size control fails on an empty state).
             path = tuple(s.expand(len(times), *s.shape) for s in states)
             return path if isinstance(state, tuple) else path[0]
-        # The seminorm leaves the parameters' adjoints out of the backward solve's error
-        # control: they never feed back into the dynamics, and controlling them only adds steps.
-        return odeint_adjoint(
-            func,
-            state,
-            times,
-            rtol=self.rtol,
-            atol=self.atol,
-            method="dopri5",
-            adjoint_params=self.phi,
-            adjoint_options={"norm": "seminorm"},
-        )
+        x, phi = states[0], self.phi
+
+        def check_step(t0: Tensor, y0: Any, dt: Tensor) -> None:
+            # torchdiffeq calls this before each step of the adjoint's backward solve, just
+            # before it would assert the same thing (its time runs negated when decreasing).
+            if bool(t0 + dt == t0) and bool(t0 - dt == t0):
+                raise _underflow(x, phi, "while computing gradients (the adjoint solve)")
+
+        func.callback_step_adjoint = check_step  # type: ignore[attr-defined]
+        try:
+            # The seminorm leaves the parameters' adjoints out of the backward solve's error
+            # control: they never feed back into the dynamics, and controlling them only adds
+            # steps.
+            return odeint_adjoint(
+                func,
+                state,
+                times,
+                rtol=self.rtol,
+                atol=self.atol,
+                method="dopri5",
+                adjoint_params=phi,
+                adjoint_options={"norm": "seminorm"},
+            )
+        except AssertionError as error:
+            if not str(error).startswith("underflow in dt"):
+                raise
+            raise _underflow(x, phi, "while integrating") from None
 
     def _integrate(self, x: Tensor, forward: bool) -> Tensor:
         x = self._broadcast(x)
-        return self._solve(self.f, x, self._times(x, forward))[-1]
+        f = self.f  # wrapped: the caller's function is not ours to annotate
+        return self._solve(lambda t, x: f(t, x), x, self._times(x, forward))[-1]
 
     def _integrate_with_ladj(self, x: Tensor, forward: bool) -> tuple[Tensor, Tensor]:
         x = self._broadcast(x)
