@@ -332,7 +332,9 @@ class _Registry:
             return [*self.plugins.values(), *self.rejected]
 
 
-def _specs(function: Callable[[], Any], hook: str, kind: type) -> list[Any]:
+def _specs(
+    function: Callable[[], Any], hook: str, kind: type[TransformSpec] | type[PresetSpec]
+) -> list[Any]:
     """What a hook returned, checked: a list of ``kind`` with distinct names."""
     result = function()
     if result is None:
@@ -383,8 +385,11 @@ def _distribution_key(dist: importlib.metadata.Distribution) -> object:
 def _origin(dist: importlib.metadata.Distribution) -> tuple[str, str]:
     """The distribution's name and version, as safe one-line texts."""
     try:
+        # PackageMetadata declares get() from Python 3.12 on; the email Message it is on
+        # earlier versions has it too.
         metadata = dist.metadata
-        name, version = metadata.get("Name"), metadata.get("Version")
+        name = metadata.get("Name")  # type: ignore[attr-defined]
+        version = metadata.get("Version")  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         raise
     except BaseException:

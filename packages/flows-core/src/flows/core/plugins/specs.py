@@ -11,7 +11,7 @@ import functools
 import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["PresetSpec", "TransformSpec", "load_object"]
 
@@ -109,7 +109,8 @@ class TransformSpec:
 
     def load(self) -> Callable[..., Any]:
         """Import and return the constructor."""
-        return load_object(self.constructor)
+        # By contract the import path names a constructor; nothing here checks that it is one.
+        return cast("Callable[..., Any]", load_object(self.constructor))
 
     def resolve(self, **hyper: Any) -> tuple[Callable[..., Any], list[tuple[int, ...]]]:
         """Bind hyper-parameters: returns ``(constructor, shapes)`` ready for a lazy transform.
@@ -160,4 +161,4 @@ class PresetSpec:
 
     def load(self) -> Callable[..., Any]:
         """Import and return the preset constructor."""
-        return load_object(self.constructor)
+        return cast("Callable[..., Any]", load_object(self.constructor))
