@@ -8,6 +8,7 @@ import torch
 from torch import Size, Tensor
 from torch.distributions import Distribution, Independent, constraints
 from torch.distributions import Transform as _TorchTransform
+from torch.types import _size
 
 from flows.core.transforms.base import call_and_ladj, inverse_and_ladj, sum_rightmost
 
@@ -82,10 +83,10 @@ class NormalizingFlow(Distribution):
         super().__init__(Size(shape[:cut]), Size(shape[cut:]), validate_args=False)
 
     @constraints.dependent_property(is_discrete=False)
-    def support(self) -> constraints.Constraint:  # type: ignore[override]
+    def support(self) -> constraints.Constraint:
         return constraints.independent(self.transform.domain, self._reinterpreted)
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> NormalizingFlow:
+    def expand(self, batch_shape: _size, _instance: object = None) -> NormalizingFlow:
         """Return the flow with its base expanded to ``batch_shape``."""
         return NormalizingFlow(self.transform, self.base.expand(Size(batch_shape)))
 
@@ -98,11 +99,11 @@ class NormalizingFlow(Distribution):
             return self.base.rsample(shape)
         return self.base.sample(shape)
 
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: _size = ()) -> Tensor:
         """Draw samples :math:`x = f^{-1}(z)`, differentiable when the base's are."""
         return self.transform.inv(self._base_sample(Size(sample_shape)))
 
-    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: _size = ()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 

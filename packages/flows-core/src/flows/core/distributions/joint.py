@@ -7,6 +7,7 @@ __all__ = ["Joint"]
 import torch
 from torch import Size, Tensor
 from torch.distributions import Distribution, constraints
+from torch.types import _size
 
 
 class Joint(Distribution):
@@ -54,7 +55,7 @@ class Joint(Distribution):
     def has_rsample(self) -> bool:  # type: ignore[override]
         return all(m.has_rsample for m in self.marginals)
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> Joint:
+    def expand(self, batch_shape: _size, _instance: object = None) -> Joint:
         return Joint(*(m.expand(Size(batch_shape)) for m in self.marginals))
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -78,10 +79,10 @@ class Joint(Distribution):
             parts.append(part.expand(*shape, part.shape[-1]))
         return torch.cat(parts, dim=-1)
 
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: _size = ()) -> Tensor:
         return self._draw(Size(sample_shape), reparametrized=True)
 
-    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: _size = ()) -> Tensor:
         with torch.no_grad():
             return self._draw(Size(sample_shape), reparametrized=self.has_rsample)
 

@@ -7,6 +7,7 @@ __all__ = ["Mixture"]
 import torch
 from torch import Size, Tensor
 from torch.distributions import Categorical, Distribution, constraints
+from torch.types import _size
 
 
 class Mixture(Distribution):
@@ -55,10 +56,10 @@ class Mixture(Distribution):
         super().__init__(batch_shape, base.event_shape, validate_args=False)
 
     @constraints.dependent_property(is_discrete=False)
-    def support(self) -> constraints.Constraint:  # type: ignore[override]
+    def support(self) -> constraints.Constraint | None:
         return self.base.support
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> Mixture:
+    def expand(self, batch_shape: _size, _instance: object = None) -> Mixture:
         batch_shape = Size(batch_shape)
         components = self.logits.shape[-1]
         return Mixture(
@@ -71,7 +72,7 @@ class Mixture(Distribution):
         log_w = torch.log_softmax(self.logits, dim=-1)
         return torch.logsumexp(log_w + self.base.log_prob(x), dim=-1)
 
-    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: _size = ()) -> Tensor:
         sample_shape = Size(sample_shape)
         with torch.no_grad():
             shape = sample_shape + self.batch_shape

@@ -9,6 +9,7 @@ import math
 import torch
 from torch import Size, Tensor
 from torch.distributions import Distribution, constraints
+from torch.types import _size
 
 from flows.core.validation import check_count
 
@@ -46,16 +47,16 @@ class _OrderStatistic(Distribution):
         return self.base.has_rsample
 
     @constraints.dependent_property(is_discrete=False)
-    def support(self) -> constraints.Constraint:  # type: ignore[override]
+    def support(self) -> constraints.Constraint:
         return constraints.independent(self.base.support, len(self.event_shape))
 
     def _statistic(self, draws: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: _size = ()) -> Tensor:
         return self._statistic(_draws(self.base, self.n, Size(sample_shape), True))
 
-    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: _size = ()) -> Tensor:
         with torch.no_grad():
             draws = _draws(self.base, self.n, Size(sample_shape), self.base.has_rsample)
             return self._statistic(draws)
@@ -85,7 +86,7 @@ class Sort(_OrderStatistic):
         super().__init__(base, n, Size([n]))
         self.descending = bool(descending)
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> Sort:
+    def expand(self, batch_shape: _size, _instance: object = None) -> Sort:
         return Sort(self.base.expand(Size(batch_shape)), self.n, self.descending)
 
     def _statistic(self, draws: Tensor) -> Tensor:
@@ -127,7 +128,7 @@ class TopK(_OrderStatistic):
             raise ValueError(f"TopK: n must be at least k = {k}, got {n!r}")
         self.k = k
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> TopK:
+    def expand(self, batch_shape: _size, _instance: object = None) -> TopK:
         return TopK(self.base.expand(Size(batch_shape)), self.k, self.n)
 
     def _statistic(self, draws: Tensor) -> Tensor:
@@ -163,7 +164,7 @@ class Minimum(_OrderStatistic):
     def __init__(self, base: Distribution, n: int) -> None:
         super().__init__(base, n, Size())
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> Minimum:
+    def expand(self, batch_shape: _size, _instance: object = None) -> Minimum:
         return Minimum(self.base.expand(Size(batch_shape)), self.n)
 
     def _statistic(self, draws: Tensor) -> Tensor:
@@ -197,7 +198,7 @@ class Maximum(_OrderStatistic):
     def __init__(self, base: Distribution, n: int) -> None:
         super().__init__(base, n, Size())
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> Maximum:
+    def expand(self, batch_shape: _size, _instance: object = None) -> Maximum:
         return Maximum(self.base.expand(Size(batch_shape)), self.n)
 
     def _statistic(self, draws: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ import math
 import torch
 from torch import Size, Tensor
 from torch.distributions import Distribution, Gamma, Independent, Normal, Uniform, constraints
+from torch.types import _size
 
 
 def _as_tensors(**tensors: Tensor | float) -> list[Tensor]:
@@ -85,7 +86,7 @@ class DiagNormal(Independent):
     def scale(self) -> Tensor:
         return self.base_dist.scale
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> DiagNormal:
+    def expand(self, batch_shape: _size, _instance: object = None) -> DiagNormal:
         if type(self) is DiagNormal or _instance is not None:
             # Expanded at every conditional flow call: torch's expand skips the checks.
             new = self._get_checked_instance(DiagNormal, _instance)
@@ -137,7 +138,7 @@ class BoxUniform(Independent):
     def upper(self) -> Tensor:
         return self.base_dist.high
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> BoxUniform:
+    def expand(self, batch_shape: _size, _instance: object = None) -> BoxUniform:
         shape = Size(batch_shape) + self.event_shape
         return BoxUniform(
             self.lower.expand(shape), self.upper.expand(shape), self.reinterpreted_batch_ndims
@@ -173,7 +174,7 @@ class GeneralizedNormal(Distribution):
         self.beta = torch.as_tensor(beta)
         super().__init__(self.beta.shape, validate_args=False)
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> GeneralizedNormal:
+    def expand(self, batch_shape: _size, _instance: object = None) -> GeneralizedNormal:
         return GeneralizedNormal(self.beta.expand(batch_shape))
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -181,7 +182,7 @@ class GeneralizedNormal(Distribution):
         log_norm = torch.log(beta) - math.log(2.0) - torch.lgamma(1 / beta)
         return log_norm - x.abs() ** beta
 
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: _size = ()) -> Tensor:
         shape = self._extended_shape(Size(sample_shape))
         magnitude = Gamma(1 / self.beta, torch.ones_like(self.beta)).rsample(sample_shape)
         sign = torch.randint(0, 2, shape, device=self.beta.device).to(self.beta.dtype) * 2 - 1

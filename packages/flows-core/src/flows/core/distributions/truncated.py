@@ -8,6 +8,7 @@ import torch
 from torch import Size, Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions import Transform as _TorchTransform
+from torch.types import _size
 
 from flows.core.transforms.base import call_and_ladj
 
@@ -64,10 +65,10 @@ class Truncated(Distribution):
         super().__init__(batch_shape, validate_args=False)
 
     @constraints.dependent_property(is_discrete=False)
-    def support(self) -> constraints.Constraint:  # type: ignore[override]
+    def support(self) -> constraints.Constraint:
         return constraints.interval(self.lower, self.upper)
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> Truncated:
+    def expand(self, batch_shape: _size, _instance: object = None) -> Truncated:
         batch_shape = Size(batch_shape)
         return Truncated(
             self.base.expand(batch_shape),
@@ -92,7 +93,7 @@ class Truncated(Distribution):
         u = self._cdf_lower + v * (self._cdf_upper - self._cdf_lower)
         return torch.minimum(torch.maximum(self.base.icdf(u), self.lower), self.upper)
 
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: _size = ()) -> Tensor:
         shape = self._extended_shape(Size(sample_shape))
         return self.icdf(_uniform(shape, self._log_mass))
 
@@ -142,10 +143,10 @@ class TransformedUniform(Distribution):
         super().__init__(self.lower.shape, validate_args=False)
 
     @constraints.dependent_property(is_discrete=False)
-    def support(self) -> constraints.Constraint:  # type: ignore[override]
+    def support(self) -> constraints.Constraint:
         return constraints.interval(self.lower, self.upper)
 
-    def expand(self, batch_shape: tuple[int, ...], _instance: object = None) -> TransformedUniform:
+    def expand(self, batch_shape: _size, _instance: object = None) -> TransformedUniform:
         batch_shape = Size(batch_shape)
         return TransformedUniform(
             self.transform, self.lower.expand(batch_shape), self.upper.expand(batch_shape)
@@ -159,7 +160,7 @@ class TransformedUniform(Distribution):
         log_p = ladj - self._log_width
         return torch.where(inside, log_p, torch.full_like(log_p, float("-inf")))
 
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: _size = ()) -> Tensor:
         shape = self._extended_shape(Size(sample_shape))
         v = self._low + _uniform(shape, self._low) * (self._high - self._low)
         x = self.transform.inv(v)
