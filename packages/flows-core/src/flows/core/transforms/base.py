@@ -90,10 +90,12 @@ class Transform(_TorchTransform):
     @property
     def inv(self) -> Transform:
         """The inverse transform :math:`f^{-1}`, which also computes in one pass."""
-        inverse = None if self._inv is None else self._inv()
+        # torch declares _inv a Transform; a flows transform keeps a weak reference to its
+        # inverse there, the inverse holding the strong one.
+        inverse = None if self._inv is None else self._inv()  # type: ignore[call-arg]
         if inverse is None:
             inverse = InverseTransform(self)
-            self._inv = weakref.ref(inverse)
+            self._inv = weakref.ref(inverse)  # type: ignore[assignment]
         return inverse
 
     def __repr__(self) -> str:
@@ -189,13 +191,15 @@ class UnivariateTransform(OnePassTransform):
         (tensor([1., 3.]), 1, Real())
     """
 
-    domain = constraints.real
-    codomain = constraints.real
+    domain: constraints.Constraint = constraints.real
+    codomain: constraints.Constraint = constraints.real
     sign = +1
 
 
 class InverseTransform(Transform):
     """The inverse :math:`f^{-1}` of a flows transform :math:`f`."""
+
+    _inv: Transform
 
     def __init__(self, transform: Transform) -> None:
         super().__init__(cache_size=transform._cache_size)
@@ -203,38 +207,39 @@ class InverseTransform(Transform):
 
     @property
     def inv(self) -> Transform:
-        return self._inv  # type: ignore[return-value]
+        return self._inv
 
     @constraints.dependent_property(is_discrete=False)
-    def domain(self) -> constraints.Constraint:  # type: ignore[override]
-        return self._inv.codomain  # type: ignore[union-attr]
+    def domain(self) -> constraints.Constraint:
+        return self._inv.codomain
 
     @constraints.dependent_property(is_discrete=False)
-    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
-        return self._inv.domain  # type: ignore[union-attr]
+    def codomain(self) -> constraints.Constraint:
+        return self._inv.domain
 
     @property
     def bijective(self) -> bool:  # type: ignore[override]
-        return self._inv.bijective  # type: ignore[union-attr]
+        return self._inv.bijective
 
     @property
     def sign(self) -> int | Tensor:  # type: ignore[override]
-        return self._inv.sign  # type: ignore[union-attr]
+        return self._inv.sign
 
     def _call(self, y: Tensor) -> Tensor:
-        return self._inv._inverse(y)  # type: ignore[union-attr]
+        return self._inv._inverse(y)
 
     def _inverse(self, x: Tensor) -> Tensor:
-        return self._inv._call(x)  # type: ignore[union-attr]
+        return self._inv._call(x)
 
-    def log_abs_det_jacobian(self, y: Tensor, x: Tensor) -> Tensor:
-        return -self._inv.log_abs_det_jacobian(x, y)  # type: ignore[union-attr]
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        # Named as torch names them: x is this inverse's input (f's output), y its output.
+        return -self._inv.log_abs_det_jacobian(y, x)
 
     def call_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return self._inv.inverse_and_ladj(y)  # type: ignore[union-attr]
+        return self._inv.inverse_and_ladj(y)
 
     def inverse_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self._inv.call_and_ladj(x)  # type: ignore[union-attr]
+        return self._inv.call_and_ladj(x)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, InverseTransform) and self._inv == other._inv
@@ -262,8 +267,11 @@ class IdentityTransform(UnivariateTransform):
         return x
 
     # Its own inverse.
-    inverse_and_ladj = call_and_ladj
-    _inverse = _call
+    def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return y, torch.zeros_like(y)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return y
 
 
 class ComposedTransform(OnePassTransform):
@@ -303,12 +311,12 @@ class ComposedTransform(OnePassTransform):
         self._event_dim = event_dim
 
     @constraints.dependent_property(is_discrete=False)
-    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+    def domain(self) -> constraints.Constraint:
         first = self.transforms[0].domain
         return constraints.independent(first, self._event_dim - first.event_dim)
 
     @constraints.dependent_property(is_discrete=False)
-    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+    def codomain(self) -> constraints.Constraint:
         last = self.transforms[-1].codomain
         event_dim = self._event_dim
         for transform in self.transforms:
@@ -380,11 +388,11 @@ class DependentTransform(Transform):
         self.reinterpreted = reinterpreted
 
     @constraints.dependent_property(is_discrete=False)
-    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+    def domain(self) -> constraints.Constraint:
         return constraints.independent(self.base.domain, self.reinterpreted)
 
     @constraints.dependent_property(is_discrete=False)
-    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+    def codomain(self) -> constraints.Constraint:
         return constraints.independent(self.base.codomain, self.reinterpreted)
 
     @property

@@ -43,7 +43,7 @@ class SoftclipTransform(UnivariateTransform):
         self.bound = _check_bound(bound)
 
     @constraints.dependent_property(is_discrete=False)
-    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+    def codomain(self) -> constraints.Constraint:
         return constraints.interval(-self.bound, self.bound)
 
     # Each alone, cheaper than call_and_ladj and inverse_and_ladj.
@@ -90,11 +90,11 @@ class CircularShiftTransform(UnivariateTransform):
         self.bound = _check_bound(bound)
 
     @constraints.dependent_property(is_discrete=False)
-    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+    def domain(self) -> constraints.Constraint:
         return constraints.half_open_interval(-self.bound, self.bound)
 
     @constraints.dependent_property(is_discrete=False)
-    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+    def codomain(self) -> constraints.Constraint:
         return constraints.half_open_interval(-self.bound, self.bound)
 
     def _call(self, x: Tensor) -> Tensor:
@@ -108,8 +108,12 @@ class CircularShiftTransform(UnivariateTransform):
         return y, torch.zeros_like(y)
 
     # A half turn twice is a full turn: it is its own inverse.
-    _inverse = _call
-    inverse_and_ladj = call_and_ladj
+    def _inverse(self, y: Tensor) -> Tensor:
+        return torch.remainder(y, 2 * self.bound) - self.bound
+
+    def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = self._inverse(y)
+        return x, torch.zeros_like(x)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bound={self.bound:g})"

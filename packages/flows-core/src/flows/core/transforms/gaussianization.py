@@ -37,7 +37,7 @@ class _LogNdtr(torch.autograd.Function):
     r""":math:`\log \Phi(z)` with a gradient accurate in the far tails (torch's is not)."""
 
     @staticmethod
-    def forward(z: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(z: Tensor) -> Tensor:
         return log_ndtr(z)
 
     @staticmethod
@@ -45,7 +45,7 @@ class _LogNdtr(torch.autograd.Function):
         ctx.save_for_backward(inputs[0])
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         (z,) = ctx.saved_tensors
         return grad * _d_log_ndtr(z)
 
