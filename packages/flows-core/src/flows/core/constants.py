@@ -21,7 +21,7 @@ __all__ = ["cached_constants"]
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -56,4 +56,5 @@ def cached_constants(build: Callable[..., T]) -> Callable[..., T]:
 
 def _tensors(values: T, dtype: torch.dtype, device: torch.device) -> T:
     tensors = [torch.tensor(value, dtype=dtype, device=device) for value in values]
-    return type(values)(*tensors) if hasattr(values, "_fields") else tuple(tensors)
+    # The same tuple type, tensors in place of its numbers: T describes that structure.
+    return cast(T, type(values)(*tensors) if hasattr(values, "_fields") else tuple(tensors))

@@ -53,6 +53,10 @@ class GeneralCouplingTransform(LazyTransform):
         True
     """
 
+    mask: Tensor
+    kept: Tensor
+    changed: Tensor
+
     def __init__(
         self,
         features: int,

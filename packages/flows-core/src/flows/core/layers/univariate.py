@@ -138,7 +138,7 @@ def _from_rows(constructor: Callable[..., Transform]) -> Callable[..., Transform
     # A registered constructor comes as functools.partial(cls, **options).
     inner = getattr(constructor, "func", constructor)
     from_rows = getattr(inner, "from_rows", None)
-    if from_rows is None or getattr(constructor, "args", ()):
+    if from_rows is None or getattr(constructor, "args", None):
         return None  # bound positional parameters: only the constructor knows where they go
     return functools.partial(from_rows, **getattr(constructor, "keywords", {}))
 
@@ -263,12 +263,13 @@ def init_near_zero(network: nn.Module, gain: float = 1e-2) -> None:
     for module in network.modules():
         weight = getattr(module, "weight", None)
         if isinstance(weight, nn.Parameter) and weight.dim() == 2:
-            last = module
+            last = module, weight
     if last is None:
         return
+    module, weight = last
     with torch.no_grad():
-        last.weight.mul_(gain)
-        bias = getattr(last, "bias", None)
+        weight.mul_(gain)
+        bias = getattr(module, "bias", None)
         if isinstance(bias, nn.Parameter):
             bias.zero_()
 

@@ -29,7 +29,7 @@ def coupling_masks(features: int, transforms: int, randmask: bool) -> list[Tenso
         tensor([False,  True, False,  True])
         tensor([ True, False,  True, False])
     """
-    masks = []
+    masks: list[Tensor] = []
     for i in range(transforms):
         if i % 2 == 1:
             masks.append(~masks[-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from flows.core.layers import ElementWiseTransform
 from flows.core.lazy import Flow, LazyTransform, UnconditionalTransform
@@ -78,7 +79,6 @@ def _spread_components(layer: ElementWiseTransform, components: int) -> None:
         if layer.context == 0:
             layer.phi[:, :components] = shift
         else:
-            bias = [m for m in layer.hyper.modules() if getattr(m, "bias", None) is not None][
-                -1
-            ].bias
+            biases = [getattr(m, "bias", None) for m in layer.hyper.modules()]
+            bias: Tensor = [b for b in biases if b is not None][-1]
             bias.view(layer.features, -1)[:, :components] = shift

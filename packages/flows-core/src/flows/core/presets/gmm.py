@@ -91,9 +91,10 @@ class GMM(Preset, LazyDistribution):
     def _set_output(self, phi: Tensor) -> None:
         if self.context > 0:
             init_near_zero(self.hyper)
-            last = [m for m in self.hyper.modules() if getattr(m, "bias", None) is not None][-1]
+            biases = [getattr(m, "bias", None) for m in self.hyper.modules()]
+            last: Tensor = [bias for bias in biases if bias is not None][-1]
             with torch.no_grad():
-                last.bias.copy_(phi)
+                last.copy_(phi)
         else:
             with torch.no_grad():
                 self.phi.copy_(phi)

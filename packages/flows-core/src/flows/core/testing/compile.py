@@ -80,7 +80,6 @@ def check_compiled_flow(
             graphs without generating code.
     """
     tolerance = 1e-4 if x.dtype == torch.float32 else 1e-9
-    close = {"rtol": tolerance, "atol": tolerance}
     fn = flow_loss(flow, training)
     compiled = torch.compile(fn, fullgraph=True, backend=backend)
     if not training:
@@ -88,15 +87,15 @@ def check_compiled_flow(
             expected, actual = fn(x, c), compiled(x, c)
         if not torch.isfinite(actual).all():
             raise AssertionError(f"compiled log_prob is not finite: {actual}")
-        torch.testing.assert_close(actual, expected, **close)
+        torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance)
         return
     parameters = [p for p in flow.parameters() if p.requires_grad]
     expected_loss = fn(x, c)
-    expected = torch.autograd.grad(expected_loss, parameters)
+    expected_grads = torch.autograd.grad(expected_loss, parameters)
     loss = compiled(x, c)
     loss.backward()
-    torch.testing.assert_close(loss, expected_loss, **close)
-    for parameter, grad in zip(parameters, expected, strict=True):
+    torch.testing.assert_close(loss, expected_loss, rtol=tolerance, atol=tolerance)
+    for parameter, grad in zip(parameters, expected_grads, strict=True):
         if parameter.grad is None:
             raise AssertionError(f"the compiled step left no gradient in a {parameter.shape}")
-        torch.testing.assert_close(parameter.grad, grad, **close)
+        torch.testing.assert_close(parameter.grad, grad, rtol=tolerance, atol=tolerance)
