@@ -34,7 +34,7 @@ __all__ = [
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -194,10 +194,13 @@ def plain_monotonic_rqs_rows(
     return plain_monotonic_rqs(v, *split_rows(rows, v.shape[:-1]), bound, slope, inverse)
 
 
-def split_rows(rows: Tensor, batch: tuple[int, ...]) -> list[Tensor]:
+def split_rows(rows: Tensor, batch: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
     """Widths, heights and derivatives ``(*batch, F, k)`` as views of ``rows (3K - 1, F, N)``."""
     bins = (rows.shape[0] + 1) // 3
-    return parameters_from_rows(rows, batch, [(bins,), (bins,), (bins - 1,)])
+    widths, heights, derivatives = parameters_from_rows(
+        rows, batch, [(bins,), (bins,), (bins - 1,)]
+    )
+    return widths, heights, derivatives
 
 
 # The fused formulation, the fast path of MonotonicRQSTransform: one autograd node per spline
@@ -225,7 +228,7 @@ class _BatchLayout:
             )
         dims = range(len(shape))
         if widths.shape[:-1] == shape:
-            order = sorted(dims, key=lambda i: -widths.stride(i))
+            order = sorted(dims, key=widths.stride, reverse=True)  # stable: ties keep order
         else:
             order = list(dims)
         self.shape = shape
@@ -297,9 +300,9 @@ def _constants(bins: int, bound: float, slope: float) -> _Constants:
     span, floor = _span_and_floor(bins, bound, slope)
     matrix = [[span * (i < k) for i in range(bins)] for k in range(bins + 1)]
     offsets = [[k * floor - bound] for k in range(bins)] + [[math.inf]]
-    return _Constants(
-        matrix, offsets, floor, span, -bound, derivative_offset(slope), slope, 0.0, 1.0
-    )
+    numbers = (matrix, offsets, floor, span, -bound, derivative_offset(slope), slope, 0.0, 1.0)
+    # Numbers here: cached_constants hands out this named tuple with tensors in their place.
+    return _Constants(*numbers)  # type: ignore[arg-type]
 
 
 def _span_and_floor(bins: int, bound: float, slope: float) -> tuple[float, float]:
@@ -527,6 +530,19 @@ def _evaluate_rows(
     return layout.unflat(out), layout.unflat(ladj), layout, saved
 
 
+if TYPE_CHECKING:
+    from torch.autograd.function import BackwardCFunction
+
+    class _RQSContext(BackwardCFunction):
+        """The ``ctx`` of :class:`_RQSFunction` (made by autograd): what backward reads."""
+
+        bound: float
+        slope: float
+        inverse: bool
+        layout: _BatchLayout | _RowsLayout
+        shapes: list[torch.Size]
+
+
 class _RQSFunction(torch.autograd.Function):
     """The monotonic RQS (or its inverse) and its log-derivative, with a closed-form backward.
 
@@ -536,24 +552,30 @@ class _RQSFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: _RQSContext,
         v: Tensor,
         bound: float,
         slope: float,
         inverse: bool,
         *params: Tensor,
     ) -> tuple[Tensor, Tensor]:
-        evaluate = _evaluate_rows if len(params) == 1 else _evaluate_views
-        out, ladj, layout, saved = evaluate(v, *params, bound, slope, inverse)
+        layout: _BatchLayout | _RowsLayout
+        if len(params) == 1:
+            out, ladj, layout, saved = _evaluate_rows(v, params[0], bound, slope, inverse)
+        else:
+            widths, heights, derivatives = params
+            out, ladj, layout, saved = _evaluate_views(
+                v, widths, heights, derivatives, bound, slope, inverse
+            )
         ctx.save_for_backward(v, *params, *saved)
         ctx.bound, ctx.slope, ctx.inverse, ctx.layout = bound, slope, inverse, layout
         ctx.shapes = [v.shape] + [p.shape for p in params]
         return out, ladj
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor, grad_ladj: Tensor
+    def backward(
+        ctx: _RQSContext, grad_out: Tensor, grad_ladj: Tensor
     ) -> tuple[Tensor | None, ...]:
         shapes = ctx.shapes
         inputs = ctx.saved_tensors[: len(shapes)]
@@ -587,6 +609,7 @@ class _RQSFunction(torch.autograd.Function):
             if grad_rows is None:  # compiled: the compiler fuses the concatenation
                 grad_rows = torch.cat((g_sizes.flatten(0, 1), g_inner))
             return grad_v, None, None, None, grad_rows.view(shapes[1])
+        assert isinstance(layout, _BatchLayout)  # the views' layout, as forward chose
         grads = [
             layout.unflat_rows(g).sum_to_size(shape)
             for g, shape in zip((g_sizes[0], g_sizes[1], g_inner), shapes[1:], strict=True)
@@ -600,7 +623,7 @@ def _plain_grads(
     needed: list[bool],
     grad_out: Tensor,
     grad_ladj: Tensor,
-    ctx: torch.autograd.function.FunctionCtx,
+    ctx: _RQSContext,
 ) -> list[Tensor | None]:
     """The gradients of ``inputs`` by autograd through the plain algebra ``plain``."""
     wanted = [i for i, need in enumerate(needed) if need]

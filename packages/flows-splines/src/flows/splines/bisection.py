@@ -39,7 +39,7 @@ def _bisect(f: Callable[[Tensor], Tensor], y: Tensor, lower: float, upper: float
 
 class _ImplicitInverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, f, derivative, y, lower, upper, steps, *phi):  # type: ignore[override]
+    def forward(ctx, f, derivative, y, lower, upper, steps, *phi):
         with torch.no_grad():
             x = _bisect(f, y, lower, upper, steps)
         ctx.f, ctx.derivative = f, derivative
@@ -47,7 +47,7 @@ class _ImplicitInverse(torch.autograd.Function):
         return x
 
     @staticmethod
-    def backward(ctx, grad_x):  # type: ignore[override]
+    def backward(ctx, grad_x):
         x, *phi = ctx.saved_tensors
         needs_phi = any(ctx.needs_input_grad[6:])
         with torch.enable_grad():
@@ -66,8 +66,8 @@ class _ImplicitInverse(torch.autograd.Function):
                 grads = torch.autograd.grad(
                     y, wanted, -grad_y, retain_graph=True, allow_unused=True
                 )
-                grads = iter(grads)
-                grad_phi = [next(grads) if need else None for need in ctx.needs_input_grad[6:]]
+                found = iter(grads)
+                grad_phi = [next(found) if need else None for need in ctx.needs_input_grad[6:]]
         return (None, None, grad_y, None, None, None, *grad_phi)
 
 

@@ -92,7 +92,7 @@ class MonotonicRQSTransform(UnivariateTransform):
                 f"{derivatives.shape[-1]}"
             )
         self._setup(bins, bound, slope)
-        self._given: tuple[Tensor, ...] | None = (widths, heights, derivatives)
+        self._given: tuple[Tensor, Tensor, Tensor] | None = (widths, heights, derivatives)
 
     def _setup(self, bins: int, bound: float, slope: float) -> None:
         check_spline_options(bins, bound, slope)
@@ -142,11 +142,11 @@ class MonotonicRQSTransform(UnivariateTransform):
         return transform
 
     @property
-    def _raw(self) -> tuple[Tensor, ...]:
+    def _raw(self) -> tuple[Tensor, Tensor, Tensor]:
         """The widths, heights and derivatives, shapes ``(*, K)``, ``(*, K)``, ``(*, K - 1)``."""
         if self._given is None:
             assert self._rows is not None
-            self._given = tuple(split_rows(self._rows, self._rows_shape[:-1]))
+            self._given = split_rows(self._rows, self._rows_shape[:-1])
         return self._given
 
     def _spline(self, v: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:

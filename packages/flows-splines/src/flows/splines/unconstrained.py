@@ -58,14 +58,14 @@ class _Integral(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, g, x, nodes, weights, *phi):  # type: ignore[override]
+    def forward(ctx, g, x, nodes, weights, *phi):
         ctx.g = g
         ctx.save_for_backward(x, nodes, weights, *phi)
         with torch.no_grad():
             return _quadrature(g, x, nodes, weights)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         x, nodes, weights, *phi = ctx.saved_tensors
         grad_x = grad * ctx.g(x) if ctx.needs_input_grad[1] else None
         grad_phi: list[Tensor | None] = [None] * len(phi)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from flows.core.layers import MaskedAutoregressiveTransform
-from flows.core.lazy import Flow, UnconditionalDistribution, UnconditionalTransform
+from flows.core.lazy import Flow, LazyTransform, UnconditionalDistribution, UnconditionalTransform
 from flows.core.presets import MAF, Preset
 from flows.core.presets.maf import alternating_orders
 from flows.core.validation import check_count
@@ -117,7 +117,7 @@ class NCSF(Preset, Flow):
 
         check_count("transforms", transforms, owner="NCSF")
         check_count("features", features, owner="NCSF")
-        layers = []
+        layers: list[LazyTransform] = []
         for order in alternating_orders(features, transforms, randperm):
             layers.append(
                 MaskedAutoregressiveTransform(
