@@ -200,9 +200,9 @@ def run_eval(args: argparse.Namespace) -> int:
     z = torch.as_tensor(zx, dtype=torch.float32)
     zc = None
     if c is not None:
-        zc = Standardizer.from_extra(extra, "context_").forward(c.values)
-        representable &= _fits_float32(zc)
-        zc = torch.as_tensor(zc, dtype=torch.float32)
+        zc_values = Standardizer.from_extra(extra, "context_").forward(c.values)
+        representable &= _fits_float32(zc_values)
+        zc = torch.as_tensor(zc_values, dtype=torch.float32)
     parts = []
     with torch.no_grad():
         for start in range(0, z.shape[0], CHUNK):

@@ -47,6 +47,8 @@ class FFJTransform(LazyTransform):
         True
     """
 
+    frequencies: Tensor
+
     def __init__(
         self,
         features: int,
@@ -116,7 +118,7 @@ class FFJTransform(LazyTransform):
 
         # The adjoint method differentiates with respect to phi only: the network's
         # parameters and, when it needs a gradient, the context the field closes over.
-        phi = tuple(self.parameters())
+        phi: tuple[Tensor, ...] = tuple(self.parameters())
         if c is not None and c.requires_grad:
             phi = (*phi, c)
         return FreeFormJacobianTransform(
