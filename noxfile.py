@@ -27,7 +27,7 @@ CLOSURE = {
     "cli": ["nn", "core", "cli"],
 }
 
-nox.options.sessions = ["lint", "versions", "tests", "plugins", "all"]
+nox.options.sessions = ["lint", "types", "versions", "tests", "plugins", "all"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -102,6 +102,20 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "format", "--check", ".")
     session.run("ruff", "check", ".")
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    """mypy over every package's sources: strict for flows-nn and the plugin registry.
+
+    The configuration is pyproject.toml's ``[tool.mypy]``: mypy reads the sources from
+    packages/ and checks the bodies of unannotated functions everywhere; the installs bring
+    the dependencies whose annotations it checks against.
+    """
+    paths = _paths(list(CLOSURE), editable=True)
+    paths[-1] += "[plot]"  # matplotlib's annotations, for the plots of flows-cli
+    session.install(*CONSTRAINTS, "-r", "requirements/types.txt", *paths)
+    session.run("mypy", *session.posargs)
 
 
 @nox.session(venv_backend="none")
