@@ -8,6 +8,18 @@ with ``torch.load(..., weights_only=True)``, which refuses anything but tensors 
 containers, so a hostile file cannot execute code; the digest catches a truncated or altered
 file; the flow is rebuilt from the plugin registry, so a checkpoint of a preset provided by a
 package that is not installed says which package to install.
+
+The digest proves integrity, not trust: anyone can write a file with a valid one. So before
+building anything :func:`load` checks that the file is plausible. The weights it stores (their
+storage, which views cannot inflate) bound every size: an integer argument (or an integral float,
+or an integer tensor, in lists, tuples and dicts too) may be at most
+``max(stored elements, 4096)``. The flow is first built on the ``meta`` device, which allocates
+nothing, and its state_dict keys and shapes must be those stored. Presets whose construction
+reads tensor values (orders, masks) cannot be built on ``meta``; they are built for real under a
+guard that predicts each operation's output on ``meta`` first and stops the build once it would
+allocate more than ``8 * stored bytes + 16 MiB`` in all, or run more than
+``64 * stored tensors + 4096`` operations. Weights holding NaN are refused. Messages never quote
+file text unsanitized: file-derived strings appear as the ``repr`` of a cleaned, shortened string.
 """
 
 from __future__ import annotations
@@ -17,13 +29,16 @@ import hashlib
 import importlib.metadata
 import io
 import os
+import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 from flows.core.plugins import RegistryError, list_presets, preset_spec
 
@@ -35,6 +50,15 @@ FORMAT = "flows-checkpoint"
 FORMAT_VERSION = 1
 
 _PACKAGES = ("flows-core", "flows-nn", "flows-splines", "flows-ode", "flows-cli", "torch")
+
+#: The smallest bound on a stored size or count, so that tiny flows load.
+_FLOOR = 4096
+#: A build may allocate this many times the bytes the file stores, plus ``_SLACK_BYTES``
+#: (building the presets allocates at most about three times their weights, masks included).
+_BYTES_PER_STORED = 8
+_SLACK_BYTES = 16 * 2**20
+#: A build may run this many operations per stored tensor, plus ``_FLOOR`` (about twenty).
+_OPS_PER_TENSOR = 64
 
 
 class CheckpointError(ValueError):
@@ -208,16 +232,273 @@ def _umask() -> int:
     return mask
 
 
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|\x9b[0-?]*[ -/]*[@-~]")
+
+
+def _clean(text: str, limit: int | None = None) -> str:
+    """``text`` on one line, without terminal escapes or other control characters."""
+    text = _ESCAPES.sub("", text)
+    text = "".join(c if c.isprintable() else " " for c in text)
+    text = " ".join(text.split())
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def _quote(value: Any) -> str:
+    """A file-derived name or key as it may appear in a message: cleaned, short, quoted."""
+    if isinstance(value, str):
+        return repr(_clean(value, limit=80))
+    if isinstance(value, (bool, int, float)) or value is None:
+        return _number(value) if isinstance(value, int) else repr(value)
+    return f"<{type(value).__name__}>"
+
+
+def _number(value: int | float) -> str:
+    """``value`` for a message, even an integer too long for ``str``."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about 10^{int(value.bit_length() * 0.30103)}"
+    return repr(value)
+
+
+def _error(message: str) -> CheckpointError:
+    # The last line of defence: whatever went into the message, it leaves on one clean line.
+    return CheckpointError(_clean(message))
+
+
+def _torch_reason(error: Exception) -> str:
+    """Why torch.load failed, without torch's advice to load with ``weights_only=False``."""
+    text = str(error)
+    if "weights only load failed" in text.lower() or "weightsunpickler" in text.lower():
+        found = re.search(r"GLOBAL\s+(\S+)", text)
+        if found is not None:
+            return f"it refers to the Python object {_quote(found.group(1))}"
+        return "it holds more than tensors and plain data"
+    lines = text.strip().splitlines()
+    sentences = re.split(r"(?<=\.)\s+", lines[0] if lines else "")
+    kept = [s for s in sentences if "weights_only" not in s and "trust" not in s.lower()]
+    reason = _clean(" ".join(kept[:1]), limit=160)
+    return reason if re.search("[A-Za-z]", reason) else "it is not a torch file"
+
+
 def _read(source: Any, name: str) -> Any:
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:
-        first = str(error).strip().splitlines()
-        reason = first[0] if first else type(error).__name__
-        raise CheckpointError(
+        raise _error(
             f"{name} is not a readable flows checkpoint (corrupt, truncated, or holding more "
-            f"than plain data): {reason}"
+            f"than plain data): {_torch_reason(error)}"
         ) from None
+
+
+def _unpack(
+    payload: Any, name: str
+) -> tuple[str, dict[str, Any], dict[str, Tensor], dict[str, Any], dict[str, str]]:
+    """The parts of a payload, each of the type it must have."""
+    try:
+        preset = payload["preset"]
+        arguments = payload["arguments"]
+        state = payload["state_dict"]
+        extra = payload.get("extra", {})
+        versions = payload.get("versions", {})
+    except (KeyError, TypeError, AttributeError) as error:
+        raise _error(f"{name} is missing a part of the checkpoint: {_quote(str(error))}") from None
+    if not isinstance(extra, Mapping) or not isinstance(versions, Mapping):
+        raise _error(f"{name} has 'extra' or 'versions' that are not dicts")
+    if not isinstance(preset, str) or not preset or len(preset) > 100 or _clean(preset) != preset:
+        shown = _quote(preset) if isinstance(preset, str) else f"a {type(preset).__name__}"
+        raise _error(f"{name} has an invalid preset name {shown}")
+    if not isinstance(arguments, Mapping) or not all(isinstance(k, str) for k in arguments):
+        raise _error(f"{name} has arguments that are not a dict with str keys")
+    if not isinstance(state, Mapping):
+        raise _error(f"{name} has weights that are not a dict of tensors")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            raise _error(
+                f"{name} has weights entry {_quote(key)} that is not a tensor named by a str"
+            )
+    return preset, dict(arguments), dict(state), dict(extra), dict(versions)
+
+
+def _stored_elements(state: Mapping[str, Tensor]) -> tuple[int, int]:
+    """The elements and bytes the weights really store: their distinct storages, which views
+    (an expanded stride-0 tensor, say) cannot inflate."""
+    storages: dict[tuple[int, int], tuple[int, int]] = {}
+    for tensor in state.values():
+        storage = tensor.untyped_storage()
+        nbytes = storage.nbytes()
+        key = (storage.data_ptr(), nbytes)
+        storages[key] = (nbytes // max(tensor.element_size(), 1), nbytes)
+    elements = sum(e for e, _ in storages.values())
+    return elements, sum(b for _, b in storages.values())
+
+
+def _check_sizes(value: Any, where: str, bound: int, stored: int, name: str) -> None:
+    """Refuse an integer (integral float, integer tensor) in ``value`` larger than ``bound``."""
+
+    def refuse(shown: str) -> CheckpointError:
+        return _error(
+            f"{name} has argument {where} = {shown}, implausible for the {stored} weights it "
+            f"stores (a size or count there is at most {bound}); the file was crafted or altered"
+        )
+
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        if abs(value) > bound:
+            raise refuse(_number(value))
+    elif isinstance(value, Tensor):
+        if value.numel() > bound:
+            raise refuse(f"a tensor of {value.numel()} elements")
+        if value.numel() > 0 and not (value.is_floating_point() or value.is_complex()):
+            largest = int(value.detach().abs().max()) if value.dtype != torch.bool else 1
+            if largest > bound:
+                raise refuse(f"a tensor holding {largest}")
+    elif isinstance(value, (list, tuple)):
+        if len(value) > bound:
+            raise refuse(f"a list of {len(value)} items")
+        for i, item in enumerate(value):
+            _check_sizes(item, f"{where}[{i}]", bound, stored, name)
+    elif isinstance(value, Mapping):
+        if len(value) > bound:
+            raise refuse(f"a dict of {len(value)} items")
+        for key, item in value.items():
+            _check_sizes(key, f"{where} key", bound, stored, name)
+            _check_sizes(item, f"{where}[{_quote(key)}]", bound, stored, name)
+
+
+class _TooLarge(Exception):
+    """A guarded build went past its budget."""
+
+
+def _to_meta(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
+    if isinstance(value, torch.device):
+        return torch.device("meta")
+    return value
+
+
+def _leaves(values: Any) -> list[Any]:
+    """The leaves of an operation's arguments or outputs, which nest lists at most once."""
+    leaves = []
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            leaves.extend(value)
+        else:
+            leaves.append(value)
+    return leaves
+
+
+def _nbytes(outputs: Any) -> int:
+    leaves = _leaves(outputs if isinstance(outputs, (list, tuple)) else (outputs,))
+    return sum(t.numel() * t.element_size() for t in leaves if isinstance(t, Tensor))
+
+
+#: Whether an operation returns new memory, by operation.
+_ALLOCATES: dict[Any, bool] = {}
+
+
+class _BuildGuard(TorchDispatchMode):
+    """Stops a build that would allocate more than ``max_bytes`` or run more than ``max_ops``.
+
+    Each operation that allocates is first run on ``meta`` tensors, which allocate nothing, to
+    learn the size of its output; the operation runs for real only if that fits the budget.
+    Operations that cannot run on ``meta`` (their output size depends on values: ``nonzero``,
+    ``item``) are counted after they ran. Once tripped, every later operation fails too, so a
+    constructor that catches the error cannot go on building.
+    """
+
+    def __init__(self, max_bytes: int, max_ops: int) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.max_ops = max_ops
+        self.used = 0
+        self.ops = 0
+        self.tripped = False
+        self._predicted: dict[Any, int] = {}
+
+    def _trip(self) -> _TooLarge:
+        self.tripped = True
+        return _TooLarge()
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        self.ops += 1
+        if self.tripped or self.ops > self.max_ops:
+            raise self._trip()
+        allocates = _ALLOCATES.get(func)
+        if allocates is None:  # views and in-place operations return their input's memory
+            allocates = not func.is_view and not any(r.alias_info for r in func._schema.returns)
+            _ALLOCATES[func] = allocates
+        if allocates and self.used + self._predict(func, args, kwargs) > self.max_bytes:
+            raise self._trip()
+        outputs = func(*args, **kwargs)
+        if allocates:
+            self.used += _nbytes(outputs)
+            if self.used > self.max_bytes:
+                raise self._trip()
+        return outputs
+
+    def _predict(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        """The bytes ``func`` will allocate, learnt on ``meta`` (0 where it cannot run there:
+        those are counted once they ran)."""
+        leaves = _leaves((*args, *kwargs.values()))
+        try:
+            # Flows repeat their layers: the same operation on the same shapes, predicted once.
+            key = (func, tuple(kwargs), *(_signature(leaf) for leaf in leaves))
+            hash(key)
+        except TypeError:
+            key = None
+        if key is not None and key in self._predicted:
+            return self._predicted[key]
+        try:
+            predicted = _nbytes(func(*tree_map(_to_meta, args), **tree_map(_to_meta, kwargs)))
+        except Exception:
+            predicted = 0
+        if key is not None:
+            self._predicted[key] = predicted
+        return predicted
+
+
+def _signature(leaf: Any) -> Any:
+    if isinstance(leaf, Tensor):
+        return (tuple(leaf.shape), leaf.stride(), leaf.dtype, leaf.device)
+    return (type(leaf), leaf)
+
+
+def _build(
+    constructor: Callable[..., nn.Module],
+    arguments: dict[str, Any],
+    meta: bool,
+    guard: _BuildGuard,
+) -> nn.Module:
+    with guard:
+        if meta:
+            with torch.device("meta"):
+                return constructor(**arguments)
+        return constructor(**arguments)
+
+
+def _compare(built: Mapping[str, Tensor], stored: Mapping[str, Tensor], where: str) -> None:
+    """Refuse stored weights whose keys or shapes are not those of the flow built."""
+    for key, tensor in built.items():
+        if key not in stored:
+            raise _error(f"{where} lacks the weights {_quote(key)} that the flow has")
+        if tuple(stored[key].shape) != tuple(tensor.shape):
+            raise _error(
+                f"{where} has weights {_quote(key)} of shape {tuple(stored[key].shape)} where "
+                f"the flow has shape {tuple(tensor.shape)}"
+            )
+    for key in stored:
+        if key not in built:
+            raise _error(f"{where} has weights {_quote(key)} that the flow does not have")
 
 
 def load(
@@ -236,7 +517,10 @@ def load(
 
     Raises:
         CheckpointError: The file is not a flows checkpoint, is truncated or altered, comes
-            from a newer format version, or needs a preset that is not installed.
+            from a newer format version, needs a preset that is not installed, or is not
+            plausible: an argument larger than its weights allow, weights whose keys or shapes
+            are not those of the flow its arguments build (the first such key is named), or
+            weights holding NaN.
         FileNotFoundError: There is no such file.
     """
     path = Path(path)
@@ -257,30 +541,79 @@ def load(
     inner = outer.get("payload")
     if not isinstance(inner, bytes) or hashlib.sha256(inner).hexdigest() != outer.get("sha256"):
         raise CheckpointError(f"{name} is damaged: its contents do not match their checksum")
-    payload = _read(io.BytesIO(inner), name)
-    try:
-        preset = payload["preset"]
-        arguments = dict(payload["arguments"])
-        state = payload["state_dict"]
-        extra = dict(payload.get("extra", {}))
-        versions = dict(payload.get("versions", {}))
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{name} is missing a part of the checkpoint: {error}") from None
+    preset, arguments, state, extra, versions = _unpack(_read(io.BytesIO(inner), name), name)
+
+    # The stored weights bound every size before anything is built (see the module's notes).
+    elements, nbytes = _stored_elements(state)
+    bound = max(elements, _FLOOR)
+    for key, value in arguments.items():
+        _check_sizes(value, _quote(key), bound, elements, name)
 
     try:
         constructor = preset_spec(preset).spec.load()
     except RegistryError as error:
-        raise CheckpointError(
-            f"{name} needs flow {preset!r}, which is not available: {error}"
-        ) from None
-    try:
-        flow = constructor(**arguments)
-        flow.load_state_dict(state)
-    except (TypeError, ValueError, RuntimeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"{name} cannot rebuild flow {preset!r} with the installed version: {reason}"
-        ) from None
+        raise _error(f"{name} needs flow {preset!r}, which is not available: {error}") from None
+    flow = _rebuild(constructor, arguments, state, nbytes, name, preset)
     if map_location is not None:
         flow = flow.to(map_location)
     return Checkpoint(flow, extra, preset, arguments, versions, version)
+
+
+def _rebuild(
+    constructor: Callable[..., nn.Module],
+    arguments: dict[str, Any],
+    state: dict[str, Tensor],
+    nbytes: int,
+    name: str,
+    preset: str,
+) -> nn.Module:
+    """The flow ``constructor(**arguments)`` holding ``state``, built within the budget that
+    ``state``'s ``nbytes`` allow, its keys and shapes checked before it holds real memory."""
+    where = f"{name} (flow {preset!r})"
+
+    def guard() -> _BuildGuard:
+        return _BuildGuard(
+            _BYTES_PER_STORED * nbytes + _SLACK_BYTES, _OPS_PER_TENSOR * len(state) + _FLOOR
+        )
+
+    def attempt(meta: bool) -> nn.Module:
+        watch = guard()
+        try:
+            return _build(constructor, arguments, meta, watch)
+        except Exception as error:
+            if watch.tripped:
+                raise _error(
+                    f"{where} would build a flow far larger than the {nbytes} bytes of weights "
+                    "it stores; the file was crafted or altered"
+                ) from None
+            if meta:
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise _error(
+                f"{name} cannot rebuild flow {preset!r} with the installed version: "
+                f"{_clean(reason, limit=200) or type(error).__name__}"
+            ) from None
+
+    try:
+        shapes = attempt(meta=True).state_dict()
+    except CheckpointError:
+        raise
+    except Exception:  # its construction reads tensor values (orders, masks): not on meta
+        shapes = None
+    if shapes is not None:
+        _compare(shapes, state, where)
+    flow = attempt(meta=False)
+    if shapes is None:
+        _compare(flow.state_dict(), state, where)
+    for key, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and bool(tensor.isnan().any()):
+            raise _error(f"{where} has weights {_quote(key)} holding NaN")
+    try:
+        flow.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise _error(
+            f"{name} cannot rebuild flow {preset!r} with the installed version: "
+            f"{_clean(reason, limit=200) or type(error).__name__}"
+        ) from None
+    return flow
