@@ -381,7 +381,7 @@ def _to_meta(value: Any) -> Any:
 
 def _leaves(values: Any) -> list[Any]:
     """The leaves of an operation's arguments or outputs, which nest lists at most once."""
-    leaves = []
+    leaves: list[Any] = []
     for value in values:
         if isinstance(value, (list, tuple)):
             leaves.extend(value)
