@@ -23,7 +23,7 @@ __all__ = ["MonotonicRQSTransform"]
 import math
 from collections.abc import Sequence
 
-from torch import Tensor
+from torch import SymInt, Tensor
 
 from flows.core.transforms.base import UnivariateTransform
 from flows.splines._rqs_kernels import monotonic_rqs, monotonic_rqs_rows, split_rows
@@ -127,7 +127,8 @@ class MonotonicRQSTransform(UnivariateTransform):
                 "rows must have shape (3K - 1, F, N), K the number of bins, got "
                 f"{tuple(rows.shape)}"
             )
-        batch = tuple(int(n) for n in batch)
+        # A traced batch size stays symbolic: int() would fix the graph to the traced size.
+        batch = tuple(n if isinstance(n, SymInt) else int(n) for n in batch)
         if math.prod(batch) != rows.shape[2]:
             raise ValueError(
                 f"batch {batch} has {math.prod(batch)} elements but rows has N={rows.shape[2]}"
