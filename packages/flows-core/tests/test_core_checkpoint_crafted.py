@@ -121,8 +121,8 @@ def test_many_transforms_within_the_floor_are_stopped(maf: Path):
     assert "would build a flow far larger than the" in refused(maf)
 
 
-def test_a_flow_built_on_meta_is_stopped_before_it_allocates(gf: Path):
-    # GF builds on the meta device; these sizes would ask for gigabytes there.
+def test_huge_sizes_of_a_gf_are_stopped_before_they_allocate(gf: Path):
+    # These sizes would ask for gigabytes.
     repack(gf, lambda p: p["arguments"].update(features=4000, components=4000))
     assert "(flow 'gf') would build a flow far larger than" in refused(gf)
 
@@ -147,7 +147,7 @@ def test_weights_of_other_shapes_are_refused_naming_the_first_key(maf: Path):
     )
 
 
-def test_weights_of_other_shapes_are_refused_on_meta_too(gf: Path):
+def test_weights_of_other_shapes_of_a_gf_are_refused_too(gf: Path):
     repack(gf, lambda p: p["arguments"].update(components=9))
     key = first_difference(
         GF(features=2, transforms=1, components=9), GF(features=2, transforms=1)

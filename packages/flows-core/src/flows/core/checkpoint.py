@@ -13,11 +13,9 @@ The digest proves integrity, not trust: anyone can write a file with a valid one
 building anything :func:`load` checks that the file is plausible. The weights it stores (their
 storage, which views cannot inflate) bound every size: an integer argument (or an integral float,
 or an integer tensor, in lists, tuples and dicts too) may be at most
-``max(stored elements, 4096)``. The flow is first built on the ``meta`` device, which allocates
-nothing, and its state_dict keys and shapes must be those stored. Presets whose construction
-reads tensor values (orders, masks) cannot be built on ``meta``; they are built for real under a
-guard that predicts each operation's output on ``meta`` first and stops the build once it would
-allocate more than ``8 * stored bytes + 16 MiB`` in all, or run more than
+``max(stored elements, 4096)``. The flow is then built under a guard that bounds, from the
+shapes of its inputs, how much memory each operation will allocate, and stops the build before
+it would allocate more than ``8 * stored bytes + 16 MiB`` in all, or run more than
 ``64 * stored tensors + 4096`` operations. Weights holding NaN are refused. Messages never quote
 file text unsanitized: file-derived strings appear as the ``repr`` of a cleaned, shortened string.
 """
@@ -28,6 +26,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import io
+import math
 import os
 import re
 import tempfile
@@ -38,7 +37,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map
 
 from flows.core.plugins import RegistryError, list_presets, preset_spec
 
@@ -371,14 +369,6 @@ class _TooLarge(Exception):
     """A guarded build went past its budget."""
 
 
-def _to_meta(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
-    if isinstance(value, torch.device):
-        return torch.device("meta")
-    return value
-
-
 def _leaves(values: Any) -> list[Any]:
     """The leaves of an operation's arguments or outputs, which nest lists at most once."""
     leaves: list[Any] = []
@@ -402,12 +392,18 @@ _ALLOCATES: dict[Any, bool] = {}
 class _BuildGuard(TorchDispatchMode):
     """Stops a build that would allocate more than ``max_bytes`` or run more than ``max_ops``.
 
-    Each operation that allocates is first run on ``meta`` tensors, which allocate nothing, to
-    learn the size of its output; the operation runs for real only if that fits the budget.
-    Operations that cannot run on ``meta`` (their output size depends on values: ``nonzero``,
-    ``item``) are counted after they ran. Once tripped, every later operation fails too, so a
-    constructor that catches the error cannot go on building.
+    Before an operation that allocates runs, :func:`_predicted_bytes` bounds its output from
+    the shapes of its inputs; the operation runs only if that fits the budget, and what it
+    really allocated is counted after it ran. Once tripped, every later operation fails too, so
+    a constructor that catches the error cannot go on building.
     """
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Otherwise torch wraps __torch_dispatch__ to keep torch.compile out of it, which imports
+        # torch._dynamo on the first operation: a second more for every load. No load is
+        # compiled.
+        return False
 
     def __init__(self, max_bytes: int, max_ops: int) -> None:
         super().__init__()
@@ -416,7 +412,6 @@ class _BuildGuard(TorchDispatchMode):
         self.used = 0
         self.ops = 0
         self.tripped = False
-        self._predicted: dict[Any, int] = {}
 
     def _trip(self) -> _TooLarge:
         self.tripped = True
@@ -437,7 +432,7 @@ class _BuildGuard(TorchDispatchMode):
         if allocates is None:  # views and in-place operations return their input's memory
             allocates = not func.is_view and not any(r.alias_info for r in func._schema.returns)
             _ALLOCATES[func] = allocates
-        if allocates and self.used + self._predict(func, args, kwargs) > self.max_bytes:
+        if allocates and self.used + _predicted_bytes(func, args, kwargs) > self.max_bytes:
             raise self._trip()
         outputs = func(*args, **kwargs)
         if allocates:
@@ -446,43 +441,48 @@ class _BuildGuard(TorchDispatchMode):
                 raise self._trip()
         return outputs
 
-    def _predict(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-        """The bytes ``func`` will allocate, learnt on ``meta`` (0 where it cannot run there:
-        those are counted once they ran)."""
-        leaves = _leaves((*args, *kwargs.values()))
-        try:
-            # Flows repeat their layers: the same operation on the same shapes, predicted once.
-            key = (func, tuple(kwargs), *(_signature(leaf) for leaf in leaves))
-            hash(key)
-        except TypeError:
-            key = None
-        if key is not None and key in self._predicted:
-            return self._predicted[key]
-        try:
-            predicted = _nbytes(func(*tree_map(_to_meta, args), **tree_map(_to_meta, kwargs)))
-        except Exception:
-            predicted = 0
-        if key is not None:
-            self._predicted[key] = predicted
-        return predicted
+
+_MATRIX_PRODUCTS = ("mm", "addmm", "bmm", "baddbmm", "mv", "addmv", "outer", "ger")
 
 
-def _signature(leaf: Any) -> Any:
-    if isinstance(leaf, Tensor):
-        return (tuple(leaf.shape), leaf.stride(), leaf.dtype, leaf.device)
-    return (type(leaf), leaf)
+def _predicted_bytes(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """An upper bound on the bytes ``func`` allocates, from the shapes of its arguments alone.
+
+    The largest of: the broadcast of its tensors' shapes (element-wise operations, a column
+    compared with a row), the product of each list of sizes it is given (factories such as
+    ``empty`` or ``zeros``), a count it is given (``randperm``, ``arange``), its tensors laid
+    end to end (``cat``), the output of a matrix product, and a tensor times its repeats
+    (``repeat``); at 8 bytes an element. Running the operation on the ``meta`` device would be
+    exact, but its first use imports most of ``torch._dynamo``: a second more for every load.
+    """
+    leaves = _leaves((*args, *kwargs.values()))
+    shapes = [tuple(leaf.shape) for leaf in leaves if isinstance(leaf, Tensor)]
+    rank = max((len(shape) for shape in shapes), default=0)
+    aligned = [(1,) * (rank - len(shape)) + shape for shape in shapes]
+    elements = max(
+        sum(math.prod(shape) for shape in shapes),
+        math.prod(max(sizes) for sizes in zip(*aligned, strict=True)) if aligned else 0,
+    )
+    name = func.__name__.split(".")[0]
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, (list, tuple)) and value and all(type(v) is int for v in value):
+            elements = max(elements, math.prod(value))
+        elif type(value) is int and name in ("randperm", "arange"):
+            elements = max(elements, abs(value))
+    if name in _MATRIX_PRODUCTS and len(shapes) >= 2:
+        left, right = shapes[-2], shapes[-1]
+        elements = max(elements, math.prod(left[:-1]) * math.prod(right[-1:]))
+        if name in ("outer", "ger"):
+            elements = max(elements, math.prod(left) * math.prod(right))
+    if name == "repeat" and shapes and len(args) > 1:
+        elements = max(elements, math.prod(shapes[0]) * math.prod(args[1]))
+    return 8 * elements
 
 
 def _build(
-    constructor: Callable[..., nn.Module],
-    arguments: dict[str, Any],
-    meta: bool,
-    guard: _BuildGuard,
+    constructor: Callable[..., nn.Module], arguments: dict[str, Any], guard: _BuildGuard
 ) -> nn.Module:
     with guard:
-        if meta:
-            with torch.device("meta"):
-                return constructor(**arguments)
         return constructor(**arguments)
 
 
@@ -568,43 +568,26 @@ def _rebuild(
     preset: str,
 ) -> nn.Module:
     """The flow ``constructor(**arguments)`` holding ``state``, built within the budget that
-    ``state``'s ``nbytes`` allow, its keys and shapes checked before it holds real memory."""
+    ``state``'s ``nbytes`` allow, its keys and shapes checked before it takes the weights."""
     where = f"{name} (flow {preset!r})"
 
-    def guard() -> _BuildGuard:
-        return _BuildGuard(
-            _BYTES_PER_STORED * nbytes + _SLACK_BYTES, _OPS_PER_TENSOR * len(state) + _FLOOR
-        )
-
-    def attempt(meta: bool) -> nn.Module:
-        watch = guard()
-        try:
-            return _build(constructor, arguments, meta, watch)
-        except Exception as error:
-            if watch.tripped:
-                raise _error(
-                    f"{where} would build a flow far larger than the {nbytes} bytes of weights "
-                    "it stores; the file was crafted or altered"
-                ) from None
-            if meta:
-                raise
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise _error(
-                f"{name} cannot rebuild flow {preset!r} with the installed version: "
-                f"{_clean(reason, limit=200) or type(error).__name__}"
-            ) from None
-
+    watch = _BuildGuard(
+        _BYTES_PER_STORED * nbytes + _SLACK_BYTES, _OPS_PER_TENSOR * len(state) + _FLOOR
+    )
     try:
-        shapes = attempt(meta=True).state_dict()
-    except CheckpointError:
-        raise
-    except Exception:  # its construction reads tensor values (orders, masks): not on meta
-        shapes = None
-    if shapes is not None:
-        _compare(shapes, state, where)
-    flow = attempt(meta=False)
-    if shapes is None:
-        _compare(flow.state_dict(), state, where)
+        flow = _build(constructor, arguments, watch)
+    except Exception as error:
+        if watch.tripped:
+            raise _error(
+                f"{where} would build a flow far larger than the {nbytes} bytes of weights "
+                "it stores; the file was crafted or altered"
+            ) from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise _error(
+            f"{name} cannot rebuild flow {preset!r} with the installed version: "
+            f"{_clean(reason, limit=200) or type(error).__name__}"
+        ) from None
+    _compare(flow.state_dict(), state, where)
     for key, tensor in state.items():
         if (tensor.is_floating_point() or tensor.is_complex()) and bool(tensor.isnan().any()):
             raise _error(f"{where} has weights {_quote(key)} holding NaN")
