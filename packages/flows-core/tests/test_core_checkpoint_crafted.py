@@ -240,7 +240,7 @@ def test_a_hostile_payload_names_the_object_it_wanted(maf: Path, tmp_path: Path)
 def test_a_text_file_is_not_a_torch_file(tmp_path: Path):
     path = tmp_path / "notes.pt"
     path.write_text("hello")
-    assert refused(path).endswith(": it is not a torch file")
+    assert refused(path).endswith(": it is not a whole torch file")
 
 
 def test_flows_written_by_this_version_still_load_unchanged(tmp_path: Path):

@@ -30,6 +30,7 @@ import math
 import os
 import re
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,9 @@ def _torch_reason(error: Exception) -> str:
 
 def _read(source: Any, name: str) -> Any:
     try:
+        if isinstance(source, Path) and not zipfile.is_zipfile(source):
+            # torch.save writes a zip archive; torch's errors for other bytes say nothing useful
+            raise ValueError("it is not a whole torch file")
         return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:
         raise _error(
