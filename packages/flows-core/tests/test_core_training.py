@@ -158,24 +158,24 @@ def test_fit_accepts_arrays_and_moves_them_to_the_flow_dtype():
 
 
 @pytest.mark.parametrize(
-    ("options", "argument"),
+    ("options", "error", "message"),
     [
-        ({"epochs": 0}, "epochs"),
-        ({"epochs": -1}, "epochs"),
-        ({"steps": 2.5}, "steps"),
-        ({"epochs": 2, "steps": 3}, "not both"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"lr": 0.0}, "lr"),
-        ({"lr": float("nan")}, "lr"),
-        ({"validation": 1.0}, "validation"),
-        ({"validation": -0.1}, "validation"),
-        ({"patience": 0}, "patience"),
-        ({"clip_grad": -1.0}, "clip_grad"),
+        ({"epochs": 0}, ValueError, "epochs must be an int >= 1 or None, got 0"),
+        ({"epochs": -1}, ValueError, "epochs must be an int >= 1 or None, got -1"),
+        ({"steps": 2.5}, TypeError, "steps must be an int >= 1 or None, got 2.5"),
+        ({"epochs": 2, "steps": 3}, ValueError, "give epochs or steps, not both"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
+        ({"lr": 0.0}, ValueError, "lr must be a finite positive number, got 0.0"),
+        ({"lr": float("nan")}, ValueError, "lr must be a finite positive number, got nan"),
+        ({"validation": 1.0}, ValueError, r"validation must be a fraction in \[0, 1\), got 1.0"),
+        ({"validation": -0.1}, ValueError, r"validation must be a fraction in \[0, 1\)"),
+        ({"patience": 0}, ValueError, "patience must be an int >= 1 or None, got 0"),
+        ({"clip_grad": -1.0}, ValueError, "clip_grad must be a positive number or None"),
     ],
 )
-def test_fit_refuses_bad_arguments(options, argument):
+def test_fit_refuses_bad_arguments(options, error, message):
     x = gaussian_data(torch.float64, rows=20)
-    with pytest.raises(ValueError, match=argument):
+    with pytest.raises(error, match=message):
         fit(Gaussian(2).double(), x, **options)
 
 

@@ -37,6 +37,7 @@ _EXPORTS = {
     "GMM": "flows.core.presets",
     "MAF": "flows.core.presets",
     "NICE": "flows.core.presets",
+    "Preset": "flows.core.presets",
     "RealNVP": "flows.core.presets",
     # Training and checkpoints
     "fit": "flows.core.training",
@@ -56,6 +57,7 @@ _SUBMODULES = (
     "testing",
     "training",
     "transforms",
+    "validation",
 )
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "LazyInverse",
     "LazyTransform",
     "MaskedAutoregressiveTransform",
+    "Preset",
     "RealNVP",
     "UnconditionalDistribution",
     "UnconditionalTransform",
@@ -98,7 +101,7 @@ if TYPE_CHECKING:
         UnconditionalDistribution,
         UnconditionalTransform,
     )
-    from flows.core.presets import GF, GMM, MAF, NICE, RealNVP
+    from flows.core.presets import GF, GMM, MAF, NICE, Preset, RealNVP
     from flows.core.training import FitDivergedError, FitResult, fit
 
 

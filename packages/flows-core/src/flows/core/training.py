@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flows.core.validation import check_count, check_fraction, check_positive
+
 __all__ = ["FitDivergedError", "FitProgress", "FitResult", "fit"]
 
 
@@ -107,14 +109,6 @@ class FitResult:
     best_step: int
 
 
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        accepted = "a positive integer" + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {accepted}, got {value!r}")
-
-
 def _check_arguments(
     epochs: Any,
     steps: Any,
@@ -125,19 +119,16 @@ def _check_arguments(
     clip_grad: Any,
     eval_every: Any,
 ) -> None:
-    _check_positive_int("epochs", epochs, allow_none=True)
-    _check_positive_int("steps", steps, allow_none=True)
+    check_count("epochs", epochs, optional=True)
+    check_count("steps", steps, optional=True)
     if epochs is not None and steps is not None:
         raise ValueError(f"give epochs or steps, not both (got epochs={epochs}, steps={steps})")
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("patience", patience, allow_none=True)
-    _check_positive_int("eval_every", eval_every, allow_none=True)
-    if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
-        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
-    if not isinstance(validation, (int, float)) or not 0 <= validation < 1:
-        raise ValueError(f"validation must be a fraction in [0, 1), got {validation!r}")
-    if clip_grad is not None and (not isinstance(clip_grad, (int, float)) or not clip_grad > 0):
-        raise ValueError(f"clip_grad must be a positive number or None, got {clip_grad!r}")
+    check_count("batch_size", batch_size)
+    check_count("patience", patience, optional=True)
+    check_count("eval_every", eval_every, optional=True)
+    check_positive("lr", lr, finite=True)
+    check_fraction("validation", validation, one=False)
+    check_positive("clip_grad", clip_grad, optional=True)
 
 
 def _as_rows(

@@ -11,7 +11,6 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
 
-from flows.core.layers.elementwise import _check_count
 from flows.core.layers.stepwise import StepwiseInverse
 from flows.core.layers.univariate import (
     cat_context,
@@ -21,6 +20,7 @@ from flows.core.layers.univariate import (
 )
 from flows.core.lazy import LazyTransform
 from flows.core.transforms import AutoregressiveTransform
+from flows.core.validation import check_count
 
 if TYPE_CHECKING:
     from flows.nn import MaskedLinear, MaskedMLP
@@ -85,8 +85,8 @@ class MaskedAutoregressiveTransform(LazyTransform):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        _check_count(_OWNER, "features", features, minimum=1)
-        _check_count(_OWNER, "context", context, minimum=0)
+        check_count("features", features, minimum=1, owner=_OWNER)
+        check_count("context", context, minimum=0, owner=_OWNER)
         self.layout, network = resolve_univariate(
             _OWNER, univariate, shapes, kwargs, _NETWORK_ARGUMENTS
         )
@@ -100,7 +100,7 @@ class MaskedAutoregressiveTransform(LazyTransform):
             order = _check_order(order, features)
             if passes is None:
                 passes = features
-            _check_count(_OWNER, "passes", passes, minimum=1)
+            check_count("passes", passes, minimum=1, owner=_OWNER)
             group = torch.div(order, math.ceil(features / passes), rounding_mode="floor")
             dependency = group[:, None] > group[None, :]
             self.register_buffer("order", order)

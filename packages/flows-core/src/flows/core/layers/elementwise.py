@@ -86,8 +86,3 @@ class ElementWiseTransform(LazyTransform):
 
     def extra_repr(self) -> str:
         return f"features={self.features}, context={self.context}, univariate={self.layout}"
-
-
-def _check_count(owner: str, name: str, value: Any, minimum: int) -> None:
-    # Kept for flows.core.layers.autoregressive until it calls flows.core.validation itself.
-    check_count(name, value, minimum=minimum, owner=owner)
