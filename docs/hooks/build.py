@@ -42,6 +42,7 @@ def on_files(files: Files, config: Any) -> Files:
         files.append(File.generated(config, page.uri, content=page.markdown))
     for name, png in figures.all_figures().items():
         files.append(File.generated(config, f"figures/{name}", content=png))
+    files.append(File.generated(config, f"assets/fonts/{mathml.FONT}", content=mathml.font()))
     return files
 
 

@@ -12,7 +12,8 @@ A page's fenced blocks are taken in order:
 
 In expected output, ``...`` matches anything (on one line or across lines), as doctest's
 ELLIPSIS does; trailing spaces are ignored. Each page runs in a fresh temporary folder, with the
-folder on ``sys.path`` so that files a page writes can be imported.
+folder on ``sys.path`` so that files a page writes can be imported; commands find this
+interpreter's ``python``, ``flows`` and ``torchrun`` first.
 
 Example:
     >>> page = "```python\nprint(1 + 1)\n```\n\n```text\n2\n```\n"
@@ -118,11 +119,12 @@ def _console(block: Block, cwd: Path, env: dict[str, str]) -> None:
             ["bash", "-c", command],
             cwd=cwd,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # interleaved as a terminal shows them
             text=True,
             timeout=600,
         )
-        output = done.stdout + done.stderr
+        output = done.stdout
         if not matches("\n".join(expected), output):
             raise BlockFailure(
                 f"console block at line {block.line}: `{command}` printed\n{output}\n"
@@ -138,7 +140,9 @@ def run_page(markdown: str, folder: Path, name: str = "page") -> None:
             did not match.
     """
     namespace: dict[str, object] = {"__name__": "docs_" + re.sub(r"\W", "_", name)}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), *sys.path])}
+    # Commands run with this interpreter's environment first on PATH (python, flows, torchrun).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
     here = Path.cwd()
     os.chdir(folder)
     sys.path.insert(0, str(folder))

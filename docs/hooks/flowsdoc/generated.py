@@ -29,6 +29,17 @@ def _bench(name: str, *args: str) -> Callable[[], str]:
     return generate
 
 
+def _changelog() -> str:
+    """The repository's CHANGELOG.md, less its title (the page has its own)."""
+    from flowsdoc import api
+
+    text = (api.ROOT / "CHANGELOG.md").read_text()
+    lines = text.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join(lines) + "\n"
+
+
 def _cli() -> str:
     from flowsdoc import clidoc
 
@@ -40,6 +51,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "catalogue:presets": _catalogue("presets"),
     "catalogue:plugins": _catalogue("plugins"),
     "cli:reference": _cli,
+    "changelog": _changelog,
     "bench:speed": _bench("speed_tables"),
     "bench:targets": _bench("targets_table"),
     "bench:commands": _bench("commands_table"),

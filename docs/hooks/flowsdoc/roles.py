@@ -120,7 +120,8 @@ def convert(text: str, where: str) -> tuple[str, list[str]]:
     problems: list[str] = []
 
     def role(match: re.Match[str]) -> str:
-        raw = match.group("target").strip()
+        # A target wrapped across lines of the docstring is one name.
+        raw = re.sub(r"\s+", "", match.group("target"))
         short = raw.startswith("~")
         name = raw.lstrip("~.")
         shown = name.rsplit(".", 1)[-1] if short else name
