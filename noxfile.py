@@ -143,7 +143,8 @@ def all_(session: nox.Session) -> None:
     session.install(
         *CONSTRAINTS,
         *TEST_REQUIREMENTS,
-        *_paths(list(CLOSURE), editable=True),
+        # flows-core with its export extra (onnx, onnxruntime): the ONNX export tests run here.
+        *[p + "[export]" if p.endswith("flows-core") else p for p in _paths(list(CLOSURE), True)],
         "matplotlib",
     )
     session.run("pytest", "packages", *session.posargs)
