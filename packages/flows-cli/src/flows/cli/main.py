@@ -170,6 +170,43 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_export(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export a checkpoint's log-density or sampling to ONNX or torch.export",
+        description="Export the log-density (inputs x[, c]) or the sampling (inputs z[, c]: "
+        "standard normal noise; gmm also takes u, uniform in [0, 1)) of the flow in MODEL as "
+        "an ONNX model or a torch.export program, with a dynamic batch size, in the data's "
+        "original units (the checkpoint's standardization folded in). The file is checked "
+        "against the flow before it is written.",
+    )
+    export.add_argument("model", metavar="MODEL", help="a checkpoint written by `flows fit`")
+    export.add_argument(
+        "--format",
+        default="onnx",
+        metavar="FORMAT",
+        help="onnx (a .onnx file; needs pip install 'flows-core[export]') or pt2 (a "
+        "torch.export program, .pt2)",
+    )
+    export.add_argument(
+        "--what",
+        default="log_prob",
+        metavar="WHAT",
+        help="log_prob (the log-density of data rows) or sample (samples from noise)",
+    )
+    export.add_argument(
+        "--out",
+        help="the file to write (default: MODEL's name with .onnx or .pt2, -sample before it "
+        "for sampling)",
+    )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out file that flows did not export",
+    )
+    export.set_defaults(run="flows.cli.exporting:run_export")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Normalizing flows: fit, sample, evaluate, list what is installed."
@@ -242,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_options(evaluate)
     evaluate.set_defaults(run="flows.cli.using:run_eval")
+    _add_export(commands)
     for command in commands.choices.values():
         command.formatter_class = _HelpFormatter
     return parser

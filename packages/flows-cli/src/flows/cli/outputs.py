@@ -1,6 +1,6 @@
 """Where the ``flows`` command may write, and writing there whole or not at all.
 
-Every command that writes files (``fit``, ``sample``, ``eval``) first lists them in one
+Every command that writes files (``fit``, ``sample``, ``eval``, ``export``) first lists them in one
 :class:`OutputPlan`, before any model is loaded or trained, and the plan refuses an output that
 would destroy something:
 
@@ -13,9 +13,10 @@ would destroy something:
 4. a read-only file, or a folder that is missing or not writable;
 5. an existing file that flows cannot tell it wrote as that same kind of output, unless
    ``--force`` is given. A checkpoint carries the ``flows-checkpoint`` tag, a plot the PNG text
-   ``Software: flows-cli ...``; CSV and ``.npy`` tables carry no mark, so replacing one always
-   needs ``--force``. Rerunning ``flows fit moons`` thus replaces its own ``flow.pt`` and
-   ``flow.png``, and nothing else is replaced unasked.
+   ``Software: flows-cli ...``, an exported model the ONNX producer ``flows-core`` or the
+   ``flows.json`` of a ``torch.export`` archive; CSV and ``.npy`` tables carry no mark, so
+   replacing one always needs ``--force``. Rerunning ``flows fit moons`` thus replaces its own
+   ``flow.pt`` and ``flow.png``, and nothing else is replaced unasked.
 
 The files are then written by :func:`atomic_path` or :func:`atomic_file`: inside a private
 temporary folder beside the target (``.NAME.XXXX.tmp``), flushed to disk, given the permission
@@ -74,6 +75,7 @@ __all__ = [
     "atomic_file",
     "atomic_path",
     "is_flows_checkpoint",
+    "is_flows_export",
     "is_flows_plot",
     "plot_pair",
     "sigterm_raises",
@@ -81,15 +83,21 @@ __all__ = [
     "write_table",
 ]
 
-Kind = Literal["checkpoint", "plot", "table"]
+Kind = Literal["checkpoint", "plot", "table", "model"]
 
 #: The PNG ``Software`` text of every plot flows draws: how a rerun knows it may replace one.
 PLOT_SOFTWARE = "flows-cli"
 #: ``flows.core.checkpoint.FORMAT``, repeated so that recognizing a checkpoint needs no torch.
 CHECKPOINT_TAG = "flows-checkpoint"
 TABLE_SUFFIXES = (".csv", ".txt", ".npy")
+#: ``flows.core.export.formats.PRODUCER``, the ``producer_name`` of the ONNX models flows writes.
+EXPORT_PRODUCER = b"flows-core"
 
-_WHAT = {"checkpoint": "a flows checkpoint", "plot": "a plot drawn by flows"}
+_WHAT = {
+    "checkpoint": "a flows checkpoint",
+    "plot": "a plot drawn by flows",
+    "model": "a model exported by flows",
+}
 
 
 class OutputError(CLIError):
@@ -171,6 +179,32 @@ def is_flows_plot(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def is_flows_export(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a model ``flows.core.export`` wrote: ONNX or ``torch.export``.
+
+    An ONNX model names its producer in its first bytes (after the IR version); a pt2 archive
+    holds the extra file ``flows.json``. Nothing is parsed beyond that.
+    """
+    import zipfile
+
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64)
+        if head.startswith(b"PK"):
+            with zipfile.ZipFile(path) as archive:
+                return any(n.endswith("/extra/flows.json") for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    # ModelProto: field 1, the IR version (a varint), then field 2, the producer's name.
+    if not head.startswith(b"\x08"):
+        return False
+    end = 1
+    while end < len(head) and head[end] & 0x80:
+        end += 1
+    name = b"\x12" + bytes([len(EXPORT_PRODUCER)]) + EXPORT_PRODUCER
+    return head[end + 1 : end + 1 + len(name)] == name
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """Whether two names denote one file: the same inode if both exist, else one real path."""
     try:
@@ -213,7 +247,8 @@ class OutputPlan:
         Arguments:
             option: The option that names it, for messages (``"--out"``).
             path: The file to write.
-            kind: ``"checkpoint"``, ``"plot"`` or ``"table"`` (a ``.csv``/``.npy`` file).
+            kind: ``"checkpoint"``, ``"plot"``, ``"table"`` (a ``.csv``/``.npy`` file) or
+                ``"model"`` (an exported ONNX model or ``torch.export`` program).
             default: The path was not given but derived (the plot beside the checkpoint).
 
         Returns:
@@ -280,6 +315,8 @@ def _recognized(path: Path, kind: Kind) -> bool:
         return is_flows_checkpoint(path)
     if kind == "plot":
         return is_flows_plot(path)
+    if kind == "model":
+        return is_flows_export(path)
     return False  # CSV and .npy files carry no mark of who wrote them
 
 
