@@ -353,8 +353,12 @@ def test_flow_arguments_are_checked_against_the_presets_types(
 @pytest.mark.parametrize(
     ("flow", "argument", "expected"),
     [
-        ("nsf", 'slope="steep"', "--flow-arg slope: flow 'nsf' expects a number, got 'steep'"),
-        ("nsf", "passes=[2]", "--flow-arg passes: flow 'nsf' expects an integer or null, got [2]"),
+        ("gf", "components=2.5", "--flow-arg components: flow 'gf' expects an integer, got 2.5"),
+        (
+            "realnvp",
+            "randmask=0",
+            "--flow-arg randmask: flow 'realnvp' expects true or false, got 0",
+        ),
         ("gmm", "covariance_type=3", "--flow-arg covariance_type: flow 'gmm' expects a string"),
     ],
 )
@@ -451,14 +455,14 @@ def test_unknown_flow_is_answered_before_torch_is_imported(tmp_path):
     code = (
         "import sys\n"
         "from flows.cli.main import main\n"
-        "status = main(['fit', 'moons', '--flow', 'nfs'])\n"
+        "status = main(['fit', 'moons', '--flow', 'mfa'])\n"
         "print(status, 'torch' in sys.modules)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert result.stdout.split() == ["1", "False"], result.stderr
-    one_error(1, result.stderr, "unknown preset 'nfs'; did you mean 'nsf'")
+    one_error(1, result.stderr, "unknown preset 'mfa'; did you mean 'maf'")
 
 
 def test_fit_help_gives_every_option_a_text_and_its_default(capsys):
