@@ -27,7 +27,7 @@ CLOSURE = {
     "cli": ["nn", "core", "cli"],
 }
 
-nox.options.sessions = ["lint", "types", "versions", "tests", "plugins", "all"]
+nox.options.sessions = ["lint", "types", "versions", "tests", "plugins", "all", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -190,3 +190,42 @@ def quality(session: nox.Session) -> None:
         *CONSTRAINTS, *_paths(["nn", "core", "splines"]), "-r", "benchmarks/requirements.txt"
     )
     session.run("python", "benchmarks/quality.py", *session.posargs)
+
+
+def _install_docs(session: nox.Session) -> None:
+    """The site's tools and every package, editable (the reference reads their sources)."""
+    paths = _paths(list(CLOSURE), editable=True)
+    paths[-1] += "[plot]"  # the command's pictures, and the CLI reference of every option
+    session.install(*CONSTRAINTS, "-r", "requirements/docs.txt", *paths)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation: every code block of every page runs, then a strict build.
+
+    The pages' code runs in order, one namespace per page, its printed output checked against
+    the page (docs/tests); ``mkdocs build --strict`` then fails on a broken cross-reference, a
+    page missing from the navigation, a Sphinx role or a formula left unrendered. The site is
+    written to build/site.
+    """
+    _install_docs(session)
+    session.run("pytest", "-p", "no:cacheprovider", "docs/tests", *session.posargs)
+    session.run("mkdocs", "build", "--strict")
+
+
+@nox.session(name="serve-docs", default=False)
+def serve_docs(session: nox.Session) -> None:
+    """Preview the site at http://127.0.0.1:8000, rebuilt on every change (mkdocs serve)."""
+    _install_docs(session)
+    session.run("mkdocs", "serve", *session.posargs)
+
+
+@nox.session(name="docs-browser", default=False)
+def docs_browser(session: nox.Session) -> None:
+    """The built site in headless Chromium: screenshots in build/screenshots, no raw markup.
+
+    Needs Debian's chromium: ``apt-get install -y chromium``.
+    """
+    _install_docs(session)
+    session.run("mkdocs", "build", "--strict")
+    session.run("python", "docs/tools/browser_check.py", "--out", "build/screenshots")

@@ -5,8 +5,9 @@
   (:mod:`flowsdoc.figures`, :mod:`flowsdoc.bench`) are added to the site as it is built.
 - ``on_page_markdown``: a marker ``<!-- gen: NAME -->`` in a page is replaced by generated
   markdown (the plugin catalogue, the CLI reference, the benchmark tables).
-- ``on_post_page``: math becomes MathML; Sphinx roles or dollar signs left in a page's text
-  are reported, which ``mkdocs build --strict`` turns into a failure.
+- ``on_post_page``: math becomes MathML; Sphinx roles or dollar signs left in a page's text,
+  and anything a page would fetch from the network, are reported, which
+  ``mkdocs build --strict`` turns into a failure.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
 
 def on_post_page(output: str, page: Any, config: Any) -> str:
     output, problems = mathml.render(output)
-    problems += checks.leftovers(output)
+    problems += checks.leftovers(output) + checks.remote_resources(output)
     for problem in problems:
         _LOG.warning(f"{page.file.src_uri}: {problem}")
     return output

@@ -3,7 +3,8 @@
 Serves ``build/site`` on a free port of 127.0.0.1, takes full-width screenshots of a few pages
 with headless Chromium (Debian's ``chromium`` package), and fails if any page, as built or as
 the browser renders it (scripts run), still shows a raw Sphinx role (``:class:``), a
-``.. math::`` directive, unrendered ``$...$`` math, or an image that is not there.
+``.. math::`` directive, unrendered ``$...$`` math, an image that is not there, or anything
+fetched from the network.
 
     python docs/tools/browser_check.py --site build/site --out build/screenshots
 """
@@ -14,7 +15,6 @@ import argparse
 import http.server
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hooks"))
 
-from flowsdoc import checks  # noqa: E402
+from flowsdoc import checks
 
 # The pages shot: the home page, one tutorial, one API page (with math and cross-references).
 PAGES = {
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     pages = sorted(site.rglob("*.html"))
     for page in pages:
         html = page.read_text()
-        for problem in checks.leftovers(html) + _missing_images(site, page, html):
+        found = checks.leftovers(html) + checks.remote_resources(html)
+        for problem in found + _missing_images(site, page, html):
             problems.append(f"{page.relative_to(site)}: {problem}")
 
     server, base = _serve(site)
@@ -121,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.shutdown()
 
-    print(f"checked {len(pages)} pages for raw roles, unrendered math and missing images")
+    print(
+        f"checked {len(pages)} pages for raw roles, unrendered math, missing images and "
+        "resources fetched from the network"
+    )
     for problem in problems:
         print(f"  {problem}")
     return 1 if problems else 0

@@ -59,9 +59,10 @@ def transforms() -> str:
             f"{spec.summary}.",
             "",
             f"Provided by **{p.distribution}** {p.version} (plugin `{p.plugin}`); domain "
-            f"`{spec.domain}`; constructor {_reference(spec.constructor)}, called with "
-            f"{len(shapes)} parameter tensor{'s' if len(shapes) != 1 else ''} per feature of "
-            f"shapes {', '.join(f'`{shape}`' for shape in shapes)} at the defaults.",
+            f"`{spec.domain}`; constructor {_reference(spec.constructor)}. Per feature, at the "
+            f"defaults, it takes {len(shapes)} parameter tensor{'s' if len(shapes) != 1 else ''}"
+            f" of shape{'s' if len(shapes) != 1 else ''} "
+            f"{', '.join(f'`{shape}`' for shape in shapes)}.",
             "",
         ]
         if spec.defaults:
@@ -73,8 +74,11 @@ def transforms() -> str:
         else:
             out.append("No hyper-parameters.")
         hyper = ", ".join(f"{k}={v!r}" for k, v in spec.shape_defaults.items())
-        call = f'MAF(features=2, univariate="{spec.name}"{", " + hyper if hyper else ""})'
-        out += ["", f"In a flow: `{call}`."]
+        call = (
+            f'MaskedAutoregressiveTransform(features=2, univariate="{spec.name}"'
+            f"{', ' + hyper if hyper else ''})"
+        )
+        out += ["", f"In a layer: `{call}`; in a preset, the same keywords."]
     return "\n".join(out) + "\n"
 
 

@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["leftovers", "visible_text"]
+__all__ = ["leftovers", "remote_resources", "visible_text"]
 
 import re
 
@@ -22,11 +22,36 @@ _ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc|math|py|ref):`[^`
 _DIRECTIVE = re.compile(r"\.\. (?:math|note|warning|code-block)::")
 _DOLLARS = re.compile(r"\$\$?[^$]{0,60}\$?\$?")
 _ARITHMATEX = re.compile(r'class="arithmatex"')
+# What a browser fetches by itself: scripts, stylesheets, images, fonts, frames (not links).
+_REMOTE = re.compile(
+    r"<(?:script|img|iframe|source)\b[^>]*\bsrc=\"(?P<a>(?:https?:)?//[^\"]+)\""
+    r"|<link\b[^>]*\bhref=\"(?P<b>(?:https?:)?//[^\"]+)\"[^>]*>"
+    r"|url\((?P<c>[\"']?(?:https?:)?//[^)]+)\)"
+)
 
 
 def visible_text(page: str) -> str:
     """The text of an HTML page outside code, math, scripts and styles."""
     return _TAG.sub(" ", _SKIPPED.sub(" ", page))
+
+
+def remote_resources(page: str) -> list[str]:
+    """What the page would fetch from the network when opened (the site must work offline).
+
+    Example:
+        >>> remote_resources(
+        ...     '<script src="https://cdn.example/x.js"></script><a href="https://a">'
+        ... )
+        ["fetches 'https://cdn.example/x.js'"]
+    """
+    found = []
+    for match in _REMOTE.finditer(page):
+        url = match.group("a") or match.group("b") or match.group("c")
+        tag = match.group(0)
+        if tag.startswith("<link") and not re.search(r'rel="(?:stylesheet|preload|icon)', tag):
+            continue  # a canonical URL or an alternate link is not fetched
+        found.append(f"fetches {url.strip(chr(34) + chr(39))!r}")
+    return found
 
 
 def leftovers(page: str) -> list[str]:

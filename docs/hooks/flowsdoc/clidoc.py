@@ -47,7 +47,19 @@ def _arguments(parser: argparse.ArgumentParser) -> list[str]:
 
 def reference() -> str:
     """Markdown: the command, then every subcommand in the order ``flows --help`` lists them."""
-    os.environ.setdefault("COLUMNS", "96")  # usage lines wrapped as in a normal terminal
+    # argparse wraps usage lines to the terminal's width: the width of the page's code blocks.
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "80"
+    try:
+        return _reference()
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+
+
+def _reference() -> str:
     parser = build_parser()
     out = [
         f"{parser.description}",

@@ -20,6 +20,7 @@ from __future__ import annotations
 __all__ = ["FONT", "font", "render"]
 
 import html as _html
+import importlib.util
 import re
 from pathlib import Path
 
@@ -37,10 +38,11 @@ _FUNCTION = re.compile(
 
 
 def font() -> bytes:
-    """The math font the site serves (from the ziamath package)."""
-    import ziamath
-
-    return (Path(ziamath.__file__).parent / "fonts" / FONT).read_bytes()
+    """The math font the site serves, read from the ziamath package without importing it."""
+    spec = importlib.util.find_spec("ziamath")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the site's math font comes with ziamath: pip install ziamath")
+    return (Path(spec.origin).parent / "fonts" / FONT).read_bytes()
 
 
 def render(page: str) -> tuple[str, list[str]]:

@@ -12,6 +12,7 @@ __all__ = ["Page", "nav", "pages", "uri"]
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
 import griffe
@@ -54,14 +55,28 @@ def _directive(path: str, **options: Any) -> str:
     return "\n".join(lines)
 
 
+_MATH = re.compile(r"(\$[^$]+\$)")
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", r"\|").replace("\n", " ")
+    r"""Text for a markdown table cell: bars escaped, except in math, where ``\|`` means ‖."""
+    parts = _MATH.split(text.replace("\n", " "))
+    return "".join(
+        part.replace("|", r"\vert ") if _MATH.fullmatch(part) else part.replace("|", r"\|")
+        for part in parts
+    )
 
 
-def _link(entry: api.Entry) -> str:
+def _name(entry: api.Entry) -> str:
     if entry.external:
-        return f"`{entry.target}` (from torch, not documented here)"
-    return f"[`{entry.target}`][{entry.target}]"
+        return f"`{entry.name}`"
+    return f"[`{entry.name}`][{entry.target}]"
+
+
+def _home(entry: api.Entry) -> str:
+    if entry.external:
+        return f"`{entry.target.rsplit('.', 1)[0]}` (torch's, not documented here)"
+    return f"`{entry.target.rsplit('.', 1)[0]}`"
 
 
 def _module_page(module: griffe.Module) -> Page:
@@ -73,12 +88,12 @@ def _module_page(module: griffe.Module) -> Page:
             "",
             "## Exported here",
             "",
-            "| name | documented at | summary |",
+            "| name | defined in | summary |",
             "| --- | --- | --- |",
         ]
         for entry in elsewhere:
             summary = _cell(_plain(entry.summary, entry.target))
-            out.append(f"| `{entry.name}` | {_link(entry)} | {summary} |")
+            out.append(f"| {_name(entry)} | {_home(entry)} | {summary} |")
     submodules = _children(module)
     if submodules:
         out += ["", "## Modules", "", "| module | summary |", "| --- | --- |"]
