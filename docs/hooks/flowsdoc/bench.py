@@ -175,8 +175,9 @@ def quality_figure() -> bytes:
         values = [e.get(lib, 0.0) for e in summary]
         axes.bar([j + (i - 0.5) * 0.4 for j in range(len(summary))], values, 0.4, label=lib,
                  color=COLORS[lib])  # fmt: skip
-    axes.set_xticks(range(len(summary)), labels, fontsize=8)
-    axes.set_ylabel("KL(p || q), nats")
+    axes.set_xticks(range(len(summary)), labels, fontsize=7)
+    axes.set_yscale("log")
+    axes.set_ylabel("KL(p || q), nats (log scale)")
     axes.set_title("Fit quality after a short fit: lower is better, 0 is exact")
     axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
