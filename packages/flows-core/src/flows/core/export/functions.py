@@ -69,7 +69,7 @@ from flows.core.validation import check_choice
 WHAT = ("log_prob", "sample")
 
 
-def _numbers(name: str, values: Sequence[float] | None) -> tuple[float, ...] | None:
+def _numbers(name: str, values: Any) -> tuple[float, ...] | None:
     if values is None:
         return None
     if hasattr(values, "tolist"):
@@ -151,8 +151,13 @@ class Standardization:
                     )
 
 
-def _row(values: tuple[float, ...] | None) -> Tensor | None:
-    return None if values is None else torch.tensor(values, dtype=torch.float32)
+def _row(values: tuple[float, ...] | None, like: Tensor | None) -> Tensor | None:
+    """The statistics as a row on the flow's device, in its floating dtype (float32 else)."""
+    if values is None:
+        return None
+    if like is None or not like.is_floating_point():
+        return torch.tensor(values, dtype=torch.float32)
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
 
 
 class ExportFunction(nn.Module):
@@ -190,8 +195,9 @@ class ExportFunction(nn.Module):
         self.features = features
         self.context = context
         self.standardization = scale
+        like = next(iter(flow.parameters()), None)
         for name in ("mean", "std", "context_mean", "context_std"):
-            self.register_buffer(name, _row(getattr(scale, name)))
+            self.register_buffer(name, _row(getattr(scale, name), like))
 
     @property
     def inputs(self) -> tuple[str, ...]:

@@ -1,3 +1,6 @@
+# mypy: ignore-errors
+# (onnxscript's functions are its own language, parsed from this source: typed as ONNX, not
+# Python; and onnxscript, an extra, is not installed where types are checked.)
 r"""ONNX functions for the normal distribution's :math:`\log \Phi` and :math:`\Phi^{-1}`.
 
 ONNX has an error function but no complementary one and no quantile: the ONNX exporter writes
@@ -28,10 +31,8 @@ import math
 from typing import Any
 
 import torch
-from onnxscript import FLOAT, script  # type: ignore[import-not-found,unused-ignore]
-from onnxscript.onnx_opset import (  # type: ignore[import-not-found,unused-ignore]
-    opset18 as op,  # the exporter's own opset (it converts the model afterwards)
-)
+from onnxscript import FLOAT, script
+from onnxscript.onnx_opset import opset18 as op  # the exporter's; it converts the model after
 
 
 @script(default_opset=op)
