@@ -144,12 +144,14 @@ def test_gmm_samples_pick_components_by_the_uniform_input(tmp_path, dtype, devic
     for k in range(3):
         # The middle of component k's slice of [0, 1) picks it; with z = 0, x is its mean.
         u = weights.cumsum(-1)[:, k] - weights[:, k] / 2
-        x = model(torch.zeros(3, 2), u.float(), c.cpu().float())
+        z = torch.zeros(3, 2, dtype=dtype, device=device)
+        x = model(z.cpu().float(), u.float(), c.cpu().float())
         expected = mixture.base.mean[:, k].detach().cpu().double()
         torch.testing.assert_close(x.double(), expected, rtol=1e-5, atol=1e-5)
     # z = 1 moves each coordinate by the component's standard deviation.
     u = (weights.cumsum(-1)[:, 0] - weights[:, 0] / 2).float()
-    x = model(torch.ones(3, 2), u, c.cpu().float()).double()
+    z = torch.ones(3, 2, dtype=dtype, device=device)
+    x = model(z.cpu().float(), u, c.cpu().float()).double()
     scale = mixture.base.base_dist.scale[:, 0].detach().cpu().double()
     torch.testing.assert_close(x - mixture.base.mean[:, 0].detach().cpu().double(), scale)
 
@@ -157,13 +159,17 @@ def test_gmm_samples_pick_components_by_the_uniform_input(tmp_path, dtype, devic
 class _Branching(LazyTransform):
     """Shifts by +1 or -1 depending on the sign of the data's sum: a data-dependent branch."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("like", torch.zeros(()))
+
     def forward(self, c: Tensor | None = None) -> Transform:
-        return _Sign()
+        return _Sign(self.like)
 
 
 class _Sign(MonotonicAffineTransform):
-    def __init__(self) -> None:
-        super().__init__(torch.zeros(()), torch.zeros(()))
+    def __init__(self, like: Tensor) -> None:
+        super().__init__(like.new_zeros(()), like.new_zeros(()))
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.sum() > 0:  # the line the error names
@@ -171,14 +177,15 @@ class _Sign(MonotonicAffineTransform):
         return x - 1, torch.zeros_like(x)
 
 
-def _branching_flow() -> Flow:
-    base = UnconditionalDistribution(DiagNormal, torch.zeros(2), torch.ones(2), buffer=True)
-    return Flow([_Branching()], base)
+def _branching_flow(device: torch.device) -> Flow:
+    zeros, ones = torch.zeros(2, device=device), torch.ones(2, device=device)
+    base = UnconditionalDistribution(DiagNormal, zeros, ones, buffer=True)
+    return Flow([_Branching()], base).to(device)
 
 
-def test_a_flow_that_branches_on_its_data_is_refused_naming_the_place(tmp_path):
+def test_a_flow_that_branches_on_its_data_is_refused_naming_the_place(tmp_path, device):
     with pytest.raises(ExportError) as error:
-        export(_branching_flow(), tmp_path / "f.pt2", features=2)
+        export(_branching_flow(device), tmp_path / "f.pt2", features=2)
     message = str(error.value)
     assert message.startswith(
         "cannot export the log-density of Flow: its computation depends on the values of its "
@@ -190,16 +197,20 @@ def test_a_flow_that_branches_on_its_data_is_refused_naming_the_place(tmp_path):
 
 
 class _Uniform(LazyDistribution):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("high", torch.ones(2))
+
     def forward(self, c: Tensor | None = None) -> BoxUniform:
-        return BoxUniform(-torch.ones(2), torch.ones(2))
+        return BoxUniform(-self.high, self.high)
 
 
-def test_sampling_what_is_neither_a_flow_nor_a_gaussian_mixture_is_refused(tmp_path):
+def test_sampling_what_is_neither_a_flow_nor_a_gaussian_mixture_is_refused(tmp_path, device):
     with pytest.raises(ExportError, match="cannot export sample of _Uniform: its distribution is"):
-        export(_Uniform(), tmp_path / "u.pt2", what="sample", features=2)
+        export(_Uniform().to(device), tmp_path / "u.pt2", what="sample", features=2)
 
 
-def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, monkeypatch):
+def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, monkeypatch, device):
     hidden = importlib.util.find_spec
 
     def find_spec(name, *args, **kwargs):
@@ -207,7 +218,7 @@ def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(ExportError) as error:
-        export(MAF(2, transforms=1), tmp_path / "m.onnx")
+        export(MAF(2, transforms=1).to(device), tmp_path / "m.onnx")
     assert str(error.value) == (
         "ONNX export needs onnxruntime, which is not installed: pip install 'flows-core[export]'"
     )
@@ -229,10 +240,10 @@ def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, monkeypatch):
         ({"standardization": {"mean": [0.0, 0.0]}}, TypeError, "must be a Standardization"),
     ],
 )
-def test_bad_arguments_are_refused_by_name(kwargs, error, message, tmp_path):
+def test_bad_arguments_are_refused_by_name(kwargs, error, message, tmp_path, device):
     path = tmp_path / kwargs.pop("path", "m.pt2")
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
-        export(MAF(2, transforms=1), path, **kwargs)
+        export(MAF(2, transforms=1).to(device), path, **kwargs)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -254,18 +265,18 @@ def test_importing_the_export_module_imports_no_onnx():
     assert out.stdout.strip() == "[]"
 
 
-def test_folding_never_freezes_a_value_the_graph_writes():
+def test_folding_never_freezes_a_value_the_graph_writes(device):
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    weight = torch.tensor([1.0, 2.0])
+    weight = torch.tensor([1.0, 2.0], device=device)
 
     def f(x: Tensor) -> Tensor:
         doubled = weight * 2  # foldable, but written in place below: must stay computed
         return doubled.add_(x).exp().sum() + (weight * 3).sum()
 
-    graph = make_fx(f)(torch.zeros(2))
+    graph = make_fx(f)(torch.zeros(2, device=device))
     assert fold_constants(graph) == 2  # weight * 3, and its sum
-    for x in (torch.zeros(2), torch.ones(2)):
+    for x in (torch.zeros(2, device=device), torch.ones(2, device=device)):
         torch.testing.assert_close(graph(x), f(x))
 
 
@@ -274,11 +285,15 @@ class _Normal(nn.Module):
         return torch.special.log_ndtr(z), torch.special.ndtri(p)
 
 
-def test_onnx_normal_functions_match_torch_in_both_tails(tmp_path):
+def test_onnx_normal_functions_match_torch_in_both_tails(tmp_path, device):
     onnxruntime = pytest.importorskip("onnxruntime")
-    p = torch.cat([torch.logspace(-38, -1, 1000), torch.linspace(0.1, 0.9, 1001)])
-    p = torch.cat([p, 1 - torch.logspace(-7, -1, 1000), torch.tensor([0.0, 1.0, -0.5, 1.5])])
-    z = torch.linspace(-40.0, 40.0, len(p))
+    like = {"device": device}
+    p = torch.cat([torch.logspace(-38, -1, 1000, **like), torch.linspace(0.1, 0.9, 1001, **like)])
+    ends = torch.tensor([0.0, 1.0, -0.5, 1.5], **like)
+    p = torch.cat([p, 1 - torch.logspace(-7, -1, 1000, **like), ends])
+    z = torch.linspace(-40.0, 40.0, len(p), **like)
+    # ONNX runs on the CPU: the program is exported there.
+    p, z = p.cpu(), z.cpu()
     batch = torch.export.Dim("batch")
     program = torch.export.export(_Normal(), (z, p), dynamic_shapes=({0: batch}, {0: batch}))
     path = tmp_path / "normal.onnx"
@@ -295,10 +310,11 @@ def test_onnx_normal_functions_match_torch_in_both_tails(tmp_path):
     assert quantile[-2:].isnan().all()
 
 
-def test_triangular_solves_by_substitution_match_torch():
+def test_triangular_solves_by_substitution_match_torch(dtype, device):
     torch.manual_seed(0)
-    a = torch.randn(4, 3, 3).tril() + 3 * torch.eye(3)
-    b = torch.randn(4, 3, 2)
+    like = {"dtype": dtype, "device": device}
+    a = torch.randn(4, 3, 3, **like).tril() + 3 * torch.eye(3, **like)
+    b = torch.randn(4, 3, 2, **like)
     for upper in (False, True):
         matrix = a.mT if upper else a
         torch.testing.assert_close(
