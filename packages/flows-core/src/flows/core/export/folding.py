@@ -134,7 +134,7 @@ def fold_constants(graph_module: fx.GraphModule) -> int:
             values[node] = _attribute(graph_module, str(node.target))
             continue
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
-        values[node] = node.target(*args, **kwargs)  # type: ignore[operator]
+        values[node] = node.target(*args, **kwargs)
         folded += 1
 
     # Only the constants that computed nodes read become attributes; the rest disappear.
@@ -172,7 +172,7 @@ def _drop_unused_attributes(graph_module: fx.GraphModule) -> None:
     tensor it views, or share it with another constant.
     """
     used = {str(node.target) for node in graph_module.graph.nodes if node.op == "get_attr"}
-    tensors = dict(graph_module.named_parameters(recurse=False))
+    tensors: dict[str, Tensor] = dict(graph_module.named_parameters(recurse=False))
     tensors.update(graph_module.named_buffers(recurse=False))
     tensors.update(
         (name, value) for name, value in vars(graph_module).items() if isinstance(value, Tensor)

@@ -233,12 +233,12 @@ class ExportFunction(nn.Module):
         global random state is left as it was.
         """
         reference = next(iter(self.flow.parameters()), None)
-        like = {} if reference is None else {"device": reference.device}
+        device = None if reference is None else reference.device
         generator = torch.Generator().manual_seed(seed)
         c = None
         if self.context:
-            c = torch.randn(rows, self.context, generator=generator).to(**like)
-        noise = torch.randn(rows, self.features, generator=generator).to(**like)
+            c = torch.randn(rows, self.context, generator=generator).to(device)
+        noise = torch.randn(rows, self.features, generator=generator).to(device)
         with torch.no_grad():
             first = self._probe_points(noise, c, seed)
             if self.context and c is not None:
@@ -247,7 +247,7 @@ class ExportFunction(nn.Module):
                 if self.context_mean is not None:
                     c = c + self.context_mean
         if self._own_inputs == ("z", "u"):
-            u = torch.rand(rows, generator=generator).to(**like)
+            u = torch.rand(rows, generator=generator).to(device)
             return (first, u) if c is None else (first, u, c)
         return (first,) if c is None else (first, c)
 

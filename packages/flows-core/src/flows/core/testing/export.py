@@ -54,7 +54,7 @@ def _mixture_sample(mixture: Mixture, z: Tensor, u: Tensor) -> Tensor:
     if isinstance(base, MultivariateNormal):
         factor = base.scale_tril
     else:
-        factor = torch.diag_embed(base.base_dist.scale)
+        factor = torch.diag_embed(base.stddev)
     loc = base.mean.expand(len(u), *base.mean.shape[-2:])
     factor = factor.expand(len(u), *factor.shape[-3:])
     rows = torch.arange(len(u), device=u.device)
@@ -96,22 +96,27 @@ def check_exported_flow(
     reference = next(iter(flow.parameters()), None)
     device = reference.device if reference is not None else torch.device("cpu")
     dtype = reference.dtype if reference is not None else torch.get_default_dtype()
-    like = {"device": device, "dtype": dtype}
     for batch in batches:
         generator = torch.Generator().manual_seed(seed + batch)
         c = None
         if function.context:
-            c = torch.randn(batch, function.context, generator=generator).to(**like)
+            c = torch.randn(batch, function.context, generator=generator).to(
+                device=device, dtype=dtype
+            )
         with torch.no_grad():
             distribution = flow(c)
             shape: tuple[int, ...] = () if c is not None else (batch,)
             if what == "log_prob":
-                x = 2 * torch.randn(batch, function.features, generator=generator).to(**like)
+                x = 2 * torch.randn(batch, function.features, generator=generator).to(
+                    device=device, dtype=dtype
+                )
                 inputs: tuple[Tensor, ...] = (x,)
                 expected = distribution.log_prob(x)
             elif isinstance(distribution, Mixture):
-                z = torch.randn(batch, function.features, generator=generator).to(**like)
-                u = torch.rand(batch, generator=generator).to(**like)
+                z = torch.randn(batch, function.features, generator=generator).to(
+                    device=device, dtype=dtype
+                )
+                u = torch.rand(batch, generator=generator).to(device=device, dtype=dtype)
                 inputs = (z, u)
                 expected = _mixture_sample(distribution, z, u)
             else:
