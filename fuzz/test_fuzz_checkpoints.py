@@ -138,8 +138,9 @@ def tamper(payload: dict[str, Any], changes: list[tuple[str, Any, Any]]) -> None
             key = keys[index % len(keys)]
             tensor = payload["state_dict"][key]
             if isinstance(value, float) and tensor.is_floating_point():
-                payload["state_dict"][key] = torch.full_like(tensor, value)
-            elif isinstance(value, int) and 0 <= value < 64:
+                filled = torch.tensor(value, dtype=torch.float64).to(tensor.dtype)  # may be inf
+                payload["state_dict"][key] = filled.expand_as(tensor).clone()
+            elif type(value) is int and 0 <= value < 64:
                 payload["state_dict"][key] = torch.zeros(value)
         elif part == "drop":
             keys = sorted(payload["state_dict"])

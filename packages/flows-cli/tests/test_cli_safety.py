@@ -485,3 +485,34 @@ def test_fit_help_gives_every_option_a_text_and_its_default(capsys):
     for name in ("fit", "sample", "eval"):
         for action in commands[name]._actions:
             assert action.help, (name, action.option_strings)
+
+
+def test_samples_holding_inf_are_an_error_not_a_result(tmp_path, capsys):
+    # Weights holding inf (a crafted or broken checkpoint) make every sample infinite.
+    import hashlib
+    import io
+
+    import torch
+
+    model = tmp_path / "m.pt"
+    assert main(["fit", "moons", *SMALL, "--out", str(model)]) == 0
+    outer = torch.load(model, weights_only=True)
+    payload = torch.load(io.BytesIO(outer["payload"]), weights_only=True)
+    for key, tensor in payload["state_dict"].items():
+        if tensor.is_floating_point():
+            payload["state_dict"][key] = torch.full_like(tensor, float("inf"))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    outer["payload"] = buffer.getvalue()
+    outer["sha256"] = hashlib.sha256(outer["payload"]).hexdigest()
+    torch.save(outer, model)
+    capsys.readouterr()
+    out = tmp_path / "s.csv"
+    status = main(["sample", str(model), "-n", "5", "--out", str(out)])
+    one_error(
+        status,
+        capsys.readouterr().err,
+        "the model drew samples holding NaN or inf: its weights are broken (diverged or "
+        "altered); refit it",
+    )
+    assert not out.exists()

@@ -62,7 +62,7 @@ def _samples(flow: Any, scale: Standardizer, num: int) -> Iterator[np.ndarray]:
     distribution = flow()
     for start in range(0, num, CHUNK):
         z = distribution.sample((min(CHUNK, num - start),))
-        yield scale.backward(z.double().numpy())
+        yield _finite(scale.backward(z.double().numpy()))
 
 
 def _conditional_samples(
@@ -82,7 +82,19 @@ def _conditional_samples(
             z = distribution.sample((count,))  # (count, rows, features)
             z = z.transpose(0, 1).reshape(-1, z.shape[-1])
             c_rep = np.repeat(c[rows], count, axis=0)
-            yield np.concatenate([c_rep, scale.backward(z.double().numpy())], axis=1)
+            samples = _finite(scale.backward(z.double().numpy()))
+            yield np.concatenate([c_rep, samples], axis=1)
+
+
+def _finite(samples: np.ndarray) -> np.ndarray:
+    """``samples``, unless one of them is NaN or infinite: a model that yields those is broken
+    (weights that diverged or were altered), and such rows are no result."""
+    if not np.isfinite(samples).all():
+        raise CLIError(
+            "the model drew samples holding NaN or inf: its weights are broken (diverged or "
+            "altered); refit it"
+        )
+    return samples
 
 
 def run_sample(args: argparse.Namespace) -> int:
