@@ -36,7 +36,7 @@ from flows.core.export import (
 from flows.core.export.folding import fold_constants
 from flows.core.export.substitutes import solve_triangular
 from flows.core.lazy import Flow, LazyDistribution, LazyTransform, UnconditionalDistribution
-from flows.core.testing.export import check_exported_flow
+from flows.core.testing.export import check_exported_flow, perturbed
 from flows.core.transforms import MonotonicAffineTransform
 
 TINY = {"hidden_features": (8, 8)}
@@ -63,12 +63,7 @@ _PROGRAMS: dict[tuple[str, str], torch.export.ExportedProgram] = {}
 
 def make(name: str, dtype: torch.dtype, device: torch.device) -> nn.Module:
     torch.manual_seed(0)
-    flow = PRESETS[name]()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in flow.parameters():
-            parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
-    return flow.to(dtype=dtype, device=device)
+    return perturbed(PRESETS[name]()).to(dtype=dtype, device=device)
 
 
 def program(name: str, what: str) -> torch.export.ExportedProgram:

@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["check_exported_flow"]
+__all__ = ["check_exported_flow", "perturbed"]
 
 import os
 from collections.abc import Sequence
@@ -35,6 +35,28 @@ from torch.distributions import MultivariateNormal
 from flows.core.distributions import Mixture
 from flows.core.export import export_function, export_program, load
 from flows.core.export.formats import SUFFIXES, write
+
+
+def perturbed(flow: nn.Module, scale: float = 0.3, seed: int = 1) -> nn.Module:
+    """``flow`` with every parameter moved by seeded Gaussian noise of ``scale``, in place.
+
+    Presets start near the identity, where an export that dropped a layer would still match;
+    moved weights make every layer count. The global random state is not touched.
+
+    Example:
+        >>> from flows.core import MAF
+        >>> flow = MAF(2, transforms=1)
+        >>> before = [p.clone() for p in flow.parameters()]
+        >>> moved = perturbed(flow)
+        >>> moved is flow, all(not torch.equal(a, b) for a, b in zip(before, flow.parameters()))
+        (True, True)
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            parameter.add_(scale * noise.to(parameter.device, parameter.dtype))
+    return flow
 
 
 def _format(path: str | os.PathLike[str]) -> str:
