@@ -149,8 +149,9 @@ def test_mixture_sample_mean_is_the_weighted_mean_of_its_components(device):
     torch.manual_seed(0)
     d, _ = bivariate("mixture", torch.float64, device)
     x = d.sample((20_000,))
-    weights = torch.softmax(torch.tensor([0.0, 1.0], dtype=torch.float64), 0)
-    expected = weights @ torch.tensor([[-1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    weights = torch.softmax(torch.tensor([0.0, 1.0], dtype=torch.float64, device=device), 0)
+    means = torch.tensor([[-1.0, 0.0], [1.0, 1.0]], dtype=torch.float64, device=device)
+    expected = weights @ means
     torch.testing.assert_close(x.mean(0), expected, atol=0.05, rtol=0)
 
 

@@ -174,7 +174,8 @@ def test_coupling_broadcasts_a_batched_meta(dtype, device):
     # A conditional meta with a batch of 3 contexts applied to a single x.
     shift = torch.randn(3, 1, 2, dtype=dtype, device=device)
     t = CouplingTransform(
-        lambda xa: AdditiveTransform(shift + xa), torch.tensor([True, True, False, False])
+        lambda xa: AdditiveTransform(shift + xa),
+        torch.tensor([True, True, False, False], device=device),
     )
     x = torch.randn(7, FEATURES, dtype=dtype, device=device)
     y, ladj = t.call_and_ladj(x)
@@ -247,7 +248,10 @@ def test_linear_transforms_reject_non_square(matrix):
 def test_composed_with_torch_transform_and_dependent(dtype, device):
     t = ComposedTransform(
         DependentTransform(ExpTransform(), 1),
-        MonotonicAffineTransform(torch.tensor(1.0, dtype=dtype), torch.tensor(0.5, dtype=dtype)),
+        MonotonicAffineTransform(
+            torch.tensor(1.0, dtype=dtype, device=device),
+            torch.tensor(0.5, dtype=dtype, device=device),
+        ),
     )
     x = torch.randn(5, 3, dtype=dtype, device=device)
     _y, ladj = t.call_and_ladj(x)
