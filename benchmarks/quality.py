@@ -176,7 +176,13 @@ DATASETS: dict[str, Callable[[], Target]] = {
 # Flows
 
 
+FLOWS = ("maf", "nsf")
+LIBRARIES = ("ours", "zuko")
+
+
 def build(library: str, kind: str, features: int) -> nn.Module:
+    if kind not in FLOWS:
+        raise ValueError(f"kind must be one of {FLOWS}, got {kind!r}")
     kwargs: dict[str, Any] = {"transforms": TRANSFORMS, "hidden_features": HIDDEN}
     if library == "ours":
         if kind == "nsf":
@@ -317,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         if name not in DATASETS:
             parser.error(f"--datasets: unknown {name!r}; choose from {', '.join(DATASETS)}")
+    for option, names, known in (
+        ("--flows", args.flows, FLOWS),
+        ("--libraries", args.libraries, LIBRARIES),
+    ):
+        for name in names:
+            if name not in known:
+                parser.error(f"{option}: unknown {name!r}; choose from {', '.join(known)}")
     torch.set_num_threads(args.threads)
 
     print(
