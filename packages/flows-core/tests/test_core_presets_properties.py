@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from flows.core.presets import GF, GMM, MAF, NICE, RealNVP
+from flows.core.presets import GF, GMM, IAF, MAF, NICE, RealNVP
 
 H = {"hidden_features": [16, 16]}
 
@@ -24,6 +24,9 @@ CASES: dict[str, tuple[Callable[[], nn.Module], int, int]] = {
     "maf-passes-2": (lambda: MAF(4, 2, transforms=2, passes=2, **H), 4, 2),
     "maf-randperm": (lambda: MAF(4, transforms=3, randperm=True, **H), 4, 0),
     "maf-one-feature": (lambda: MAF(1, transforms=2, **H), 1, 0),
+    "iaf": (lambda: IAF(3, transforms=2, **H), 3, 0),
+    "iaf-context-passes-2": (lambda: IAF(4, 2, transforms=2, passes=2, **H), 4, 2),
+    "iaf-randperm": (lambda: IAF(4, transforms=3, randperm=True, **H), 4, 0),
     "nice": (lambda: NICE(4, transforms=3, **H), 4, 0),
     "nice-context": (lambda: NICE(3, 2, transforms=2, randmask=True, **H), 3, 2),
     "realnvp": (lambda: RealNVP(4, transforms=3, randmask=True, **H), 4, 0),

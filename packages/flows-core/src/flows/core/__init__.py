@@ -35,6 +35,7 @@ _EXPORTS = {
     # Presets
     "GF": "flows.core.presets",
     "GMM": "flows.core.presets",
+    "IAF": "flows.core.presets",
     "MAF": "flows.core.presets",
     "NICE": "flows.core.presets",
     "Preset": "flows.core.presets",
@@ -63,6 +64,7 @@ _SUBMODULES = (
 __all__ = [
     "GF",
     "GMM",
+    "IAF",
     "MAF",
     "NICE",
     "ElementWiseTransform",
@@ -101,7 +103,7 @@ if TYPE_CHECKING:
         UnconditionalDistribution,
         UnconditionalTransform,
     )
-    from flows.core.presets import GF, GMM, MAF, NICE, Preset, RealNVP
+    from flows.core.presets import GF, GMM, IAF, MAF, NICE, Preset, RealNVP
     from flows.core.training import FitDivergedError, FitResult, fit
 
 

@@ -44,4 +44,10 @@ def flows_register_presets() -> list[PresetSpec]:
         PresetSpec("realnvp", "flows.core.presets:RealNVP", "Affine coupling flow", ("affine",)),
         PresetSpec("gmm", "flows.core.presets:GMM", "Gaussian mixture model"),
         PresetSpec("gf", "flows.core.presets:GF", "Gaussianization flow"),
+        PresetSpec(
+            "iaf",
+            "flows.core.presets:IAF",
+            "Inverse autoregressive flow: one-pass sampling with log q, for VI",
+            ("affine",),
+        ),
     ]

@@ -1,4 +1,4 @@
-r"""Ready-made flows: MAF, NICE, RealNVP, GMM and GF.
+r"""Ready-made flows: MAF, NICE, RealNVP, GMM, GF and, for variational inference, IAF.
 
 Each is a :class:`Preset`, which records the keyword arguments that rebuild it in
 ``arguments``: ``type(flow)(**flow.arguments)`` gives the same architecture.
@@ -15,8 +15,9 @@ from flows.core.presets.base import Preset
 from flows.core.presets.coupling import CouplingFlow
 from flows.core.presets.gf import GF
 from flows.core.presets.gmm import GMM
+from flows.core.presets.iaf import IAF
 from flows.core.presets.maf import MAF
 from flows.core.presets.nice import NICE
 from flows.core.presets.realnvp import RealNVP
 
-__all__ = ["GF", "GMM", "MAF", "NICE", "CouplingFlow", "Preset", "RealNVP"]
+__all__ = ["GF", "GMM", "IAF", "MAF", "NICE", "CouplingFlow", "Preset", "RealNVP"]
