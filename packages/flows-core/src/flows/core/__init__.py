@@ -32,6 +32,9 @@ _EXPORTS = {
     "ElementWiseTransform": "flows.core.layers",
     "GeneralCouplingTransform": "flows.core.layers",
     "MaskedAutoregressiveTransform": "flows.core.layers",
+    # Normalization layers
+    "ActNorm": "flows.core.layers",
+    "BatchNorm": "flows.core.layers",
     # Presets
     "GF": "flows.core.presets",
     "GMM": "flows.core.presets",
@@ -46,6 +49,8 @@ _EXPORTS = {
     "FitResult": "flows.core.training",
     "load": "flows.core.checkpoint",
     "save": "flows.core.checkpoint",
+    # Supports
+    "with_support": "flows.core.support",
 }
 
 _SUBMODULES = (
@@ -55,6 +60,7 @@ _SUBMODULES = (
     "lazy",
     "plugins",
     "presets",
+    "support",
     "testing",
     "training",
     "transforms",
@@ -67,6 +73,8 @@ __all__ = [
     "IAF",
     "MAF",
     "NICE",
+    "ActNorm",
+    "BatchNorm",
     "ElementWiseTransform",
     "FitDivergedError",
     "FitResult",
@@ -84,12 +92,15 @@ __all__ = [
     "fit",
     "load",
     "save",
+    "with_support",
 ]
 
 
 if TYPE_CHECKING:
     from flows.core.checkpoint import load, save
     from flows.core.layers import (
+        ActNorm,
+        BatchNorm,
         ElementWiseTransform,
         GeneralCouplingTransform,
         MaskedAutoregressiveTransform,

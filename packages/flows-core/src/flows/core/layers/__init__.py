@@ -14,8 +14,11 @@ Example:
 from flows.core.layers.autoregressive import MaskedAutoregressiveTransform
 from flows.core.layers.coupling import GeneralCouplingTransform
 from flows.core.layers.elementwise import ElementWiseTransform
+from flows.core.layers.normalization import ActNorm, BatchNorm
 
 __all__ = [
+    "ActNorm",
+    "BatchNorm",
     "ElementWiseTransform",
     "GeneralCouplingTransform",
     "MaskedAutoregressiveTransform",
