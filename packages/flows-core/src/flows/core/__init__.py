@@ -49,8 +49,6 @@ _EXPORTS = {
     "FitResult": "flows.core.training",
     "load": "flows.core.checkpoint",
     "save": "flows.core.checkpoint",
-    # Supports
-    "with_support": "flows.core.support",
 }
 
 _SUBMODULES = (
@@ -60,7 +58,6 @@ _SUBMODULES = (
     "lazy",
     "plugins",
     "presets",
-    "support",
     "testing",
     "training",
     "transforms",
@@ -92,7 +89,6 @@ __all__ = [
     "fit",
     "load",
     "save",
-    "with_support",
 ]
 
 
