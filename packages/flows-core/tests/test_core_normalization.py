@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from flows.core import ActNorm, BatchNorm
+from flows.core import MAF, NICE, ActNorm, BatchNorm, RealNVP, load, save
 from flows.core.layers.normalization import ActNormTransform, BatchNormTransform
+from flows.core.testing import assert_no_graph_breaks, check_compiled_flow, flow_loss
 
 # (parameter shape, event shape): vectors, and one parameter per channel of (C, H, W) events.
 SHAPES = [(3, (3,)), ((2, 1, 1), (2, 2, 3)), ((2, 3, 1), (2, 3, 2))]
@@ -337,3 +338,111 @@ def test_bad_batchnorm_momentum_and_eps_are_refused():
         BatchNorm(3, momentum=1.5)
     with pytest.raises(ValueError, match=r"^BatchNorm: eps must be a finite positive number"):
         BatchNorm(3, eps=0.0)
+
+
+# Presets
+
+PRESETS = {"maf": MAF, "realnvp": RealNVP, "nice": NICE}
+
+
+def preset(name: str, norm: str | None, dtype, device, context: int = 0) -> torch.nn.Module:
+    torch.manual_seed(0)
+    flow = PRESETS[name](3, context, transforms=3, hidden_features=[8], norm=norm)
+    return flow.to(dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize(("norm", "kind"), [("act", ActNorm), ("batch", BatchNorm)])
+def test_preset_norm_sits_between_consecutive_layers(name, norm, kind):
+    layers = list(preset(name, norm, torch.float64, torch.device("cpu")).transform.transforms)
+    assert len(layers) == 5
+    assert [isinstance(layer, kind) for layer in layers] == [False, True, False, True, False]
+    assert all(layer.shape == (3,) for layer in layers[1::2])
+    assert isinstance(layers[0], type(layers[2]))
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_without_norm_keeps_its_layers_arguments_and_weights(name, dtype, device):
+    plain = PRESETS[name](3, transforms=2, hidden_features=[8])
+    torch.manual_seed(0)
+    given = preset(name, None, dtype, device)
+    torch.manual_seed(0)
+    default = PRESETS[name](3, transforms=3, hidden_features=[8]).to(dtype=dtype, device=device)
+    assert "norm" not in plain.arguments and given.arguments["norm"] is None
+    assert list(given.state_dict()) == list(default.state_dict())
+    for key, tensor in default.state_dict().items():
+        assert torch.equal(given.state_dict()[key], tensor), key
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("norm", ["act", "batch"])
+def test_preset_with_norm_gives_finite_log_prob_and_samples(name, norm, dtype, device):
+    flow = preset(name, norm, dtype, device, context=2)
+    x = torch.randn(32, 3, dtype=dtype, device=device) * 4.0 + 1.0
+    c = torch.randn(32, 2, dtype=dtype, device=device)
+    log_prob = flow(c).log_prob(x)  # training mode: initialises, or takes batch statistics
+    assert log_prob.shape == (32,) and torch.isfinite(log_prob).all()
+    assert flow(c).sample().shape == (32, 3)
+    assert flow(c[0]).sample((4,)).shape == (4, 3)
+    flow.eval()
+    z = flow(c).sample()
+    assert z.shape == (32, 3) and torch.isfinite(flow(c).log_prob(z)).all()
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("norm", ["act", "batch"])
+def test_preset_with_norm_round_trips_through_a_checkpoint(name, norm, tmp_path, dtype, device):
+    flow = preset(name, norm, dtype, device)
+    x = torch.randn(32, 3, dtype=dtype, device=device) * 3.0 - 1.0
+    flow().log_prob(x)  # initialises ActNorm / moves the running statistics
+    # load builds in float32: weights that float32 holds exactly come back exactly.
+    flow = flow.float().to(dtype)
+    assert flow.arguments["norm"] == norm
+    save(flow, tmp_path / "flow.ckpt")
+    checkpoint = load(tmp_path / "flow.ckpt")
+    assert checkpoint.arguments == flow.arguments
+    loaded = checkpoint.flow.to(dtype=dtype, device=device)
+    for key, tensor in flow.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
+    flow.eval(), loaded.eval()
+    torch.testing.assert_close(loaded().log_prob(x), flow().log_prob(x), atol=0.0, rtol=0.0)
+    if norm == "act":  # loaded initialised: a training batch does not initialise it again
+        loaded.train()
+        before = {k: v.clone() for k, v in loaded.state_dict().items()}
+        loaded().log_prob(x * 5.0)
+        for key, tensor in loaded.state_dict().items():
+            assert torch.equal(before[key], tensor), key
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_refuses_an_unknown_norm_listing_the_choices(name):
+    owner = PRESETS[name].__name__
+    message = rf"^{owner}: norm must be one of None, 'act', 'batch', got 'layer'$"
+    with pytest.raises(ValueError, match=message):
+        PRESETS[name](3, norm="layer")
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+# Each compiled graph costs seconds: three flows, log_prob or the training loss.
+@pytest.mark.parametrize(
+    ("name", "norm", "training"),
+    [("maf", "act", False), ("maf", "batch", True), ("realnvp", "act", True)],
+)
+def test_preset_with_norm_has_no_graph_breaks(name, norm, training, fresh_dynamo, dtype, device):
+    # Fresh flows: the compiled trace includes ActNorm's initialisation.
+    flow = preset(name, norm, dtype, device)
+    x = torch.randn(5, 3, dtype=dtype, device=device)
+    assert_no_graph_breaks(flow_loss(flow, training), x, None)
+
+
+def test_compiled_training_step_with_batchnorm_equals_eager(fresh_dynamo, dtype, device):
+    # The compiled step updates the running statistics in place, as the eager one does.
+    flow = preset("realnvp", "batch", dtype, device)
+    x = torch.randn(5, 3, dtype=dtype, device=device)
+    check_compiled_flow(flow, x, None, training=True, backend="aot_eager")

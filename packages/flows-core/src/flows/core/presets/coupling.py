@@ -10,7 +10,7 @@ from torch import Tensor
 from flows.core.layers import GeneralCouplingTransform
 from flows.core.lazy import Flow
 from flows.core.presets.base import Preset
-from flows.core.presets.maf import standard_normal_base
+from flows.core.presets.maf import check_norm, interleave_norm, standard_normal_base
 from flows.core.validation import check_count
 
 __all__ = ["CouplingFlow", "coupling_masks"]
@@ -53,7 +53,10 @@ class CouplingFlow(Preset, Flow):
         context: The number of context features :math:`C`.
         transforms: The number of coupling transforms.
         randmask: Whether the kept halves are random rather than even/odd features.
-        kwargs: Passed to :class:`GeneralCouplingTransform`: ``univariate`` (default
+        kwargs: ``norm``, the normalization between consecutive layers: ``None`` (the
+            default), ``"act"`` (:class:`~flows.core.ActNorm`) or ``"batch"``
+            (:class:`~flows.core.BatchNorm`). The rest is passed to
+            :class:`GeneralCouplingTransform`: ``univariate`` (default
             ``"affine"``) and its hyper-parameters, ``hidden_features``, ``activation``,
             ``normalize``.
 
@@ -61,6 +64,8 @@ class CouplingFlow(Preset, Flow):
         >>> flow = CouplingFlow(features=3, transforms=2, hidden_features=[16])
         >>> flow().sample((5,)).shape
         torch.Size([5, 3])
+        >>> CouplingFlow(features=3, transforms=2, norm="act").transform.transforms[1]
+        ActNorm(shape=(3,))
     """
 
     default_univariate: ClassVar[str] = "affine"
@@ -76,9 +81,11 @@ class CouplingFlow(Preset, Flow):
         name = type(self).__name__
         check_count("features", features, minimum=2, owner=name)
         check_count("transforms", transforms, owner=name)
+        # A keyword argument, not a parameter: without it, arguments stay as they were.
+        norm = check_norm(kwargs.pop("norm", None), name)
         kwargs.setdefault("univariate", self.default_univariate)
         layers = [
             GeneralCouplingTransform(features, context, mask=mask, **kwargs)
             for mask in coupling_masks(features, transforms, randmask)
         ]
-        super().__init__(layers, standard_normal_base(features))
+        super().__init__(interleave_norm(layers, norm, features), standard_normal_base(features))

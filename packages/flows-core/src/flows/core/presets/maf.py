@@ -2,20 +2,32 @@ r"""The masked autoregressive flow (MAF) preset."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
 
 from flows.core.layers import MaskedAutoregressiveTransform
-from flows.core.lazy import Flow, UnconditionalDistribution
+from flows.core.lazy import Flow, LazyTransform, UnconditionalDistribution
 from flows.core.presets.base import Preset
-from flows.core.validation import check_count
+from flows.core.validation import check_choice, check_count
 
 if TYPE_CHECKING:
     from flows.nn import MaskedLinear
 
-__all__ = ["MAF", "alternating_orders", "standard_normal_base"]
+__all__ = [
+    "MAF",
+    "NORMS",
+    "alternating_orders",
+    "check_norm",
+    "interleave_norm",
+    "standard_normal_base",
+]
+
+#: The values of a preset's ``norm``: none, :class:`~flows.core.ActNorm` or
+#: :class:`~flows.core.BatchNorm` between consecutive layers.
+NORMS = (None, "act", "batch")
 
 
 def alternating_orders(
@@ -45,6 +57,37 @@ def standard_normal_base(features: int) -> UnconditionalDistribution:
     )
 
 
+def check_norm(norm: object, owner: str) -> str | None:
+    """``norm``, if it is one of :data:`NORMS`."""
+    return check_choice("norm", norm, NORMS, owner=owner)  # type: ignore[arg-type]
+
+
+def interleave_norm(
+    layers: Sequence[LazyTransform], norm: str | None, features: int
+) -> list[LazyTransform]:
+    r"""``layers`` with a normalization layer of ``features`` between each consecutive two.
+
+    ``"act"`` inserts :class:`~flows.core.ActNorm`, ``"batch"``
+    :class:`~flows.core.BatchNorm`; ``None`` nothing, so the layers keep their places (and
+    their state dict keys).
+
+    Example:
+        >>> from flows.core import ElementWiseTransform
+        >>> layers = interleave_norm([ElementWiseTransform(2), ElementWiseTransform(2)], "act", 2)
+        >>> [type(layer).__name__ for layer in layers]
+        ['ElementWiseTransform', 'ActNorm', 'ElementWiseTransform']
+    """
+    if norm is None:
+        return list(layers)
+    from flows.core.layers import ActNorm, BatchNorm
+
+    make = ActNorm if norm == "act" else BatchNorm
+    interleaved = list(layers[:1])
+    for layer in layers[1:]:
+        interleaved += [make(features), layer]
+    return interleaved
+
+
 class MAF(Preset, Flow):
     r"""A masked autoregressive flow (MAF): masked autoregressive transforms on a Gaussian.
 
@@ -60,7 +103,10 @@ class MAF(Preset, Flow):
         context: The number of context features :math:`C`.
         transforms: The number of autoregressive transforms.
         randperm: Whether each layer takes a random order of the features.
-        kwargs: Passed to :class:`MaskedAutoregressiveTransform`: ``passes`` (2 for coupling),
+        kwargs: ``norm``, the normalization between consecutive layers: ``None`` (the
+            default), ``"act"`` (:class:`~flows.core.ActNorm`) or ``"batch"``
+            (:class:`~flows.core.BatchNorm`, as in the MAF paper). The rest is passed to
+            :class:`MaskedAutoregressiveTransform`: ``passes`` (2 for coupling),
             ``order``, ``adjacency``, ``univariate`` and its hyper-parameters,
             ``hidden_features``, ``activation``, ``residual``.
 
@@ -76,6 +122,8 @@ class MAF(Preset, Flow):
         (torch.Size([3]), torch.Size([]))
         >>> flow(torch.randn(10, 4)).sample().shape
         torch.Size([10, 3])
+        >>> MAF(features=3, transforms=2, norm="batch").transform.transforms[1]
+        BatchNorm(shape=(3,), momentum=0.1, eps=1e-05)
     """
 
     def __init__(
@@ -89,6 +137,8 @@ class MAF(Preset, Flow):
         name = type(self).__name__
         check_count("transforms", transforms, owner=name)
         check_count("features", features, owner=name)
+        # A keyword argument, not a parameter: without it, arguments stay as they were.
+        norm = check_norm(kwargs.pop("norm", None), name)
         order = kwargs.pop("order", None)
         if "adjacency" in kwargs:
             orders = [{} if order is None else {"order": order}] * transforms
@@ -100,7 +150,7 @@ class MAF(Preset, Flow):
         if kwargs.get("univariate", "affine") == "affine":
             for layer in layers:
                 _random_shifts(layer)
-        super().__init__(layers, standard_normal_base(features))
+        super().__init__(interleave_norm(layers, norm, features), standard_normal_base(features))
 
 
 def _random_shifts(layer: MaskedAutoregressiveTransform) -> None:

@@ -19,9 +19,12 @@ class NICE(CouplingFlow):
         context: The number of context features :math:`C`.
         transforms: The number of coupling transforms.
         randmask: Whether the kept halves are random rather than even/odd features.
-        kwargs: Passed to :class:`GeneralCouplingTransform`: ``univariate`` (default
-            ``"additive"``) and its hyper-parameters, ``hidden_features``, ``activation``,
-            ``normalize``.
+        kwargs: ``norm``, the normalization between consecutive layers: ``None`` (the
+            default), ``"act"`` (:class:`~flows.core.ActNorm`) or ``"batch"``
+            (:class:`~flows.core.BatchNorm`) (which then
+            no longer preserves volume). The rest is passed to
+            :class:`GeneralCouplingTransform`: ``univariate`` (default ``"additive"``) and its
+            hyper-parameters, ``hidden_features``, ``activation``, ``normalize``.
 
     References:
         NICE: Non-linear Independent Components Estimation (Dinh et al., 2014),

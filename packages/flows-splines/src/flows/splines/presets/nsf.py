@@ -33,7 +33,8 @@ class NSF(MAF):
         slope: The smallest derivative and relative bin size of the splines.
         passes: The number of passes (2 for coupling), ``None`` for fully autoregressive.
         kwargs: Passed to :class:`flows.core.presets.MAF`: ``randperm``, ``order``,
-            ``hidden_features``, ``activation``, ``residual``.
+            ``hidden_features``, ``activation``, ``residual``, and ``norm``, the
+            normalization between consecutive layers (``None``, ``"act"`` or ``"batch"``).
 
     Example:
         >>> flow = NSF(features=3, context=4, transforms=2, hidden_features=[32, 32])
