@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 from flows.core.lazy import LazyDistribution
+from flows.core.presets.base import Preset
 from flows.sbi.estimator import FlowEstimator, Standardize
 
 _Z_SCORES = ("independent", "structured", "none", None)
@@ -169,12 +170,12 @@ class _Builder:
 
     def _build(self, features: int, context: int, kwargs: dict[str, Any]) -> LazyDistribution:
         support = kwargs.pop("support", None)
-        takes_support = support is not None and _accepts(self.constructor, "support")
+        takes_support = support is not None and _takes_support(self.constructor)
         if takes_support:
             kwargs["support"] = support
         flow = self.constructor(features=features, context=context, **kwargs)
         if support is not None and not takes_support:
-            from flows.core import with_support  # type: ignore[attr-defined]
+            from flows.core.support import with_support
 
             flow = with_support(flow, support, features=features)
         if not isinstance(flow, LazyDistribution):
@@ -197,12 +198,15 @@ def _constructor(model: object) -> Callable[..., LazyDistribution]:
     )
 
 
-def _accepts(constructor: Callable[..., Any], name: str) -> bool:
+def _takes_support(constructor: Callable[..., Any]) -> bool:
+    """Whether ``constructor`` takes ``support=``: every preset does, other callables may."""
+    if isinstance(constructor, type) and issubclass(constructor, Preset):
+        return True
     try:
         parameters = inspect.signature(constructor).parameters
     except (TypeError, ValueError):  # a builtin or C callable: no signature to read
         return False
-    return name in parameters
+    return "support" in parameters
 
 
 def _check_z_score(name: str, value: object) -> None:

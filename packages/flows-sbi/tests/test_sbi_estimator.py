@@ -1,0 +1,188 @@
+"""FlowEstimator against sbi's ConditionalDensityEstimator contract: shapes, values, devices."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sbi.neural_nets.estimators.base import ConditionalDensityEstimator
+from torch import nn
+
+from flows.sbi import likelihood_nn, posterior_nn
+
+
+def build(device, dtype, **kwargs):
+    """A small MAF posterior estimator for 2-D theta and 3-D x, built on the CPU as sbi does."""
+    torch.manual_seed(0)
+    theta = 3.0 + 2.0 * torch.randn(200, 2)
+    x = torch.randn(200, 3) - 1.0
+    options = {"transforms": 2, "hidden_features": (16, 16), **kwargs}
+    estimator = posterior_nn("maf", **options)(theta, x)
+    return estimator.to(device=device, dtype=dtype)
+
+
+def test_estimator_is_sbi_conditional_density_estimator(device, dtype):
+    estimator = build(device, dtype)
+    assert isinstance(estimator, ConditionalDensityEstimator)
+    assert estimator.input_shape == torch.Size([2])
+    assert estimator.condition_shape == torch.Size([3])
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_sample_shape_is_sample_shape_by_condition_batch(device, dtype, batch):
+    estimator = build(device, dtype)
+    condition = torch.randn(batch, 3, device=device, dtype=dtype)
+    samples = estimator.sample((5, 2), condition)
+    assert samples.shape == (5, 2, batch, 2)
+    assert samples.device == condition.device and samples.dtype == dtype
+    samples, log_p = estimator.sample_and_log_prob((7,), condition)
+    assert samples.shape == (7, batch, 2) and log_p.shape == (7, batch)
+
+
+def test_log_prob_shapes_follow_sbi_broadcasting(device, dtype):
+    estimator = build(device, dtype)
+    c4 = torch.randn(4, 3, device=device, dtype=dtype)
+    c1 = c4[:1]
+    cases = [
+        (torch.randn(4, 2), c4, (1, 4)),  # (batch, *input)
+        (torch.randn(6, 4, 2), c4, (6, 4)),  # (sample, batch, *input)
+        (torch.randn(6, 1, 2), c4, (6, 4)),  # one input per sample, every condition
+        (torch.randn(6, 4, 2), c1, (6, 4)),  # one condition, as sbi's posterior passes x_o
+        (torch.randn(6, 4, 2), torch.randn(6, 4, 3), (6, 4)),  # a condition per sample
+    ]
+    for input, condition, shape in cases:
+        input = input.to(device=device, dtype=dtype)
+        condition = condition.to(device=device, dtype=dtype)
+        log_p = estimator.log_prob(input, condition)
+        assert log_p.shape == shape
+        assert log_p.device == condition.device and bool(log_p.isfinite().all())
+
+
+def test_log_prob_pairs_each_input_with_its_condition(device, dtype):
+    estimator = build(device, dtype)
+    theta = torch.randn(6, 4, 2, device=device, dtype=dtype)
+    x = torch.randn(4, 3, device=device, dtype=dtype)
+    batched = estimator.log_prob(theta, x)
+    one = estimator.log_prob(theta[:, 2:3], x[2:3])
+    torch.testing.assert_close(batched[:, 2:3], one)
+
+
+def test_sample_and_log_prob_agree_with_log_prob(device, dtype):
+    estimator = build(device, dtype)
+    x = torch.randn(3, 3, device=device, dtype=dtype)
+    samples, log_p = estimator.sample_and_log_prob((5,), x)
+    tolerance = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {}
+    torch.testing.assert_close(log_p, estimator.log_prob(samples, x), **tolerance)
+
+
+def test_loss_is_negative_log_prob_per_row(device, dtype):
+    estimator = build(device, dtype)
+    theta = torch.randn(5, 2, device=device, dtype=dtype)
+    x = torch.randn(5, 3, device=device, dtype=dtype)
+    loss = estimator.loss(theta, x)
+    assert loss.shape == (5,)
+    torch.testing.assert_close(loss, -estimator.log_prob(theta, x)[0])
+    loss.mean().backward()
+    assert all(p.grad is not None for p in estimator.net.parameters())
+
+
+def test_standardization_changes_log_prob_by_its_log_determinant(device, dtype):
+    # With the same flow weights, standardizing theta by a scale s subtracts sum(log s).
+    estimator = build(device, dtype)
+    raw = build(device, dtype, **{})
+    raw._input_shift.zero_()
+    raw._input_scale.fill_(1.0)
+    raw._log_scale.zero_()
+    theta = torch.randn(4, 2, device=device, dtype=dtype)
+    x = torch.randn(4, 3, device=device, dtype=dtype)
+    z = (theta - estimator._input_shift) / estimator._input_scale
+    expected = raw.log_prob(z, x) - estimator._input_scale.log().sum()
+    torch.testing.assert_close(estimator.log_prob(theta, x), expected)
+
+
+def test_density_integrates_to_one_in_original_units(device):
+    # A 1-D posterior over theta with a large standardization scale: the density must be
+    # normalized in theta's units, not in the standardized ones.
+    torch.manual_seed(1)
+    theta = 50.0 + 20.0 * torch.randn(300, 1)
+    estimator = posterior_nn("maf", transforms=1, hidden_features=(8,))(theta, torch.randn(300, 2))
+    estimator = estimator.to(device=device, dtype=torch.float64)
+    grid = torch.linspace(-150.0, 250.0, 20001, dtype=torch.float64, device=device)
+    x = torch.randn(1, 2, dtype=torch.float64, device=device)
+    density = estimator.log_prob(grid[:, None, None], x)[:, 0].exp()
+    assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_embedding_net_and_structured_z_score_shape_the_context(device, dtype):
+    torch.manual_seed(0)
+    embedding = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    theta, x = torch.randn(100, 2), torch.randn(100, 3, 4)
+    build_ = posterior_nn(
+        "maf", embedding_net=embedding, z_score_x="structured", transforms=1, hidden_features=(8,)
+    )
+    estimator = build_(theta, x).to(device=device, dtype=dtype)
+    assert estimator.condition_shape == (3, 4)
+    assert estimator.embedding_net[-1] is embedding
+    condition = torch.randn(4, 3, 4, device=device, dtype=dtype)
+    assert estimator.sample((6,), condition).shape == (6, 4, 2)
+    assert estimator.log_prob(
+        torch.randn(6, 4, 2, device=device, dtype=dtype), condition
+    ).shape == (6, 4)
+
+
+def test_likelihood_estimator_swaps_the_roles(device, dtype):
+    torch.manual_seed(0)
+    theta, x = torch.randn(100, 2), 10.0 + torch.randn(100, 5)
+    estimator = likelihood_nn("maf", transforms=1, hidden_features=(8,))(theta, x)
+    estimator = estimator.to(device=device, dtype=dtype)
+    assert estimator.input_shape == (5,) and estimator.condition_shape == (2,)
+    # Standardized x: its shift is the mean of the simulations.
+    assert estimator._input_shift.mean().item() == pytest.approx(10.0, abs=0.3)
+    samples = estimator.sample((3,), torch.randn(4, 2, device=device, dtype=dtype))
+    assert samples.shape == (3, 4, 5)
+
+
+def test_sbi_option_spellings_reach_the_preset():
+    build_ = posterior_nn("maf", num_transforms=4, hidden_features=12)
+    estimator = build_(torch.randn(20, 2), torch.randn(20, 3))
+    assert estimator.net.arguments["transforms"] == 4
+    assert estimator.net.arguments["hidden_features"] == (12, 12)
+    with pytest.raises(ValueError, match="pass transforms= or num_transforms=, not both"):
+        posterior_nn("maf", num_transforms=4, transforms=3)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: posterior_nn(42), "model must be a preset name or a constructor"),
+        (
+            lambda: posterior_nn("maf", z_score_theta="bogus"),
+            "z_score_theta must be 'independent', 'structured' or 'none', got 'bogus'",
+        ),
+        (
+            lambda: likelihood_nn("maf", z_score_x="transform_to_unconstrained"),
+            "z_score_x='transform_to_unconstrained' is not needed here",
+        ),
+        (lambda: posterior_nn("maf", embedding_net=3), "embedding_net must be a torch.nn.Module"),
+    ],
+)
+def test_bad_arguments_name_the_argument(call, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        call()
+
+
+def test_wrong_shapes_are_refused():
+    estimator = build("cpu", torch.float32)
+    with pytest.raises(ValueError, match="Shape of condition"):
+        estimator.sample((2,), torch.randn(4, 5))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        estimator.log_prob(torch.randn(3, 2, 2), torch.randn(4, 3))
+
+
+def test_to_moves_every_tensor_to_the_requested_device(device):
+    estimator = build("cpu", torch.float32).to(device)
+    tensors = [*estimator.parameters(), *estimator.buffers()]
+    assert tensors and all(t.device.type == device.type for t in tensors)
+    log_p = estimator.log_prob(torch.zeros(1, 2, device=device), torch.zeros(1, 3, device=device))
+    assert log_p.device.type == device.type and math.isfinite(log_p.item())
