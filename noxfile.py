@@ -26,6 +26,7 @@ CLOSURE = {
     "core": ["nn", "core"],
     "splines": ["nn", "core", "splines"],
     "ode": ["nn", "core", "ode"],
+    "pyro": ["nn", "core", "pyro"],
     "cli": ["nn", "core", "cli"],
 }
 
