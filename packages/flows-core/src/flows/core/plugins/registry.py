@@ -68,6 +68,7 @@ FIRST_PARTY = {
     ),
     **dict.fromkeys(["nsf", "ncsf", "naf", "unaf", "sospf", "bpf"], "flows-splines"),
     "cnf": "flows-ode",
+    **dict.fromkeys(["glow", "realnvp-image"], "flows-image"),
 }
 
 # Our own distributions load their entry points before any other, so that a third party
