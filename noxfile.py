@@ -27,8 +27,13 @@ CLOSURE = {
     "splines": ["nn", "core", "splines"],
     "ode": ["nn", "core", "ode"],
     "pyro": ["nn", "core", "pyro"],
+    "sbi": ["nn", "core", "sbi"],
     "cli": ["nn", "core", "cli"],
 }
+
+# Flows packages a suite also installs beyond its closure: flows-sbi's default model, "nsf",
+# is flows-splines'.
+TEST_EXTRAS = {"sbi": ["splines"]}
 
 nox.options.sessions = ["lint", "types", "versions", "tests", "plugins", "all", "docs"]
 nox.options.reuse_existing_virtualenvs = False
@@ -59,9 +64,10 @@ def tests(session: nox.Session, package: str) -> None:
     paths = _paths(CLOSURE[package])
     if package == "cli":
         paths[-1] += "[plot]"  # the optional extra is part of what flows-cli declares
+    extras = TEST_EXTRAS.get(package, [])
     # One pip call for every local package: the exact sibling pins are not on any index.
-    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths)
-    _require_installed(session, {f"flows-{name}" for name in CLOSURE[package]})
+    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths, *_paths(extras))
+    _require_installed(session, {f"flows-{name}" for name in CLOSURE[package] + extras})
     session.run(
         "pytest",
         f"packages/flows-{package}/tests",
@@ -184,6 +190,13 @@ def bench(session: nox.Session) -> None:
         "benchmarks/requirements.txt",
     )
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(name="sbi-bench", default=False)
+def sbi_bench(session: nox.Session) -> None:
+    """NPE with our NSF against sbi's nsf (nflows) and zuko_nsf: C2ST and times, three tasks."""
+    session.install(*CONSTRAINTS, *_paths(["nn", "core", "splines", "sbi"]))
+    session.run("python", "benchmarks/sbi/run.py", *session.posargs)
 
 
 @nox.session(default=False)
