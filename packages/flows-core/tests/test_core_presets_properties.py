@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from flows.core.presets import GF, GMM, IAF, MAF, NICE, RealNVP
+from flows.core.presets import GF, GMM, IAF, MAF, NICE, Planar, Radial, RealNVP, Sylvester
 
 H = {"hidden_features": [16, 16]}
 
@@ -27,6 +27,12 @@ CASES: dict[str, tuple[Callable[[], nn.Module], int, int]] = {
     "iaf": (lambda: IAF(3, transforms=2, **H), 3, 0),
     "iaf-context-passes-2": (lambda: IAF(4, 2, transforms=2, passes=2, **H), 4, 2),
     "iaf-randperm": (lambda: IAF(4, transforms=3, randperm=True, **H), 4, 0),
+    "planar": (lambda: Planar(3, transforms=3), 3, 0),
+    "planar-context": (lambda: Planar(2, 2, transforms=2, **H), 2, 2),
+    "radial": (lambda: Radial(3, transforms=3), 3, 0),
+    "radial-context": (lambda: Radial(3, 1, transforms=2, **H), 3, 1),
+    "sylvester": (lambda: Sylvester(3, transforms=2), 3, 0),
+    "sylvester-rank-2-context": (lambda: Sylvester(3, 2, transforms=2, rank=2, **H), 3, 2),
     "nice": (lambda: NICE(4, transforms=3, **H), 4, 0),
     "nice-context": (lambda: NICE(3, 2, transforms=2, randmask=True, **H), 3, 2),
     "realnvp": (lambda: RealNVP(4, transforms=3, randmask=True, **H), 4, 0),

@@ -18,7 +18,8 @@ from flows.core import load, save
 from flows.core.layers import MaskedAutoregressiveTransform
 from flows.core.layers.stepwise import StepwiseInverse
 from flows.core.plugins import get_preset, preset_spec
-from flows.core.presets import IAF, MAF
+from flows.core.presets import IAF, MAF, Planar, Radial, Sylvester
+from flows.core.transforms import residual
 
 H = {"hidden_features": [16, 16]}
 
@@ -26,7 +27,14 @@ PRESETS: dict[str, tuple[Callable[[], nn.Module], int, int]] = {
     "iaf": (lambda: IAF(3, transforms=2, **H), 3, 0),
     "iaf-context": (lambda: IAF(3, 2, transforms=2, **H), 3, 2),
     "iaf-passes-2": (lambda: IAF(4, 1, transforms=2, passes=2, **H), 4, 1),
+    "planar": (lambda: Planar(3, transforms=4), 3, 0),
+    "planar-context": (lambda: Planar(3, 2, transforms=3, **H), 3, 2),
+    "radial": (lambda: Radial(3, transforms=4), 3, 0),
+    "radial-context": (lambda: Radial(2, 3, transforms=3, **H), 2, 3),
+    "sylvester": (lambda: Sylvester(3, transforms=3), 3, 0),
+    "sylvester-rank-2-context": (lambda: Sylvester(4, 2, transforms=2, rank=2, **H), 4, 2),
 }
+RESIDUAL = sorted(name for name in PRESETS if not name.startswith("iaf"))
 
 
 def tolerance(dtype: torch.dtype) -> dict[str, float]:
@@ -139,7 +147,14 @@ def test_iaf_errors_name_the_argument():
 
 @pytest.mark.parametrize(
     ("name", "cls", "kwargs"),
-    [("iaf", IAF, {"features": 3, "context": 2, "transforms": 2, "randperm": True, **H})],
+    [
+        ("iaf", IAF, {"features": 3, "context": 2, "transforms": 2, "randperm": True, **H}),
+        ("planar", Planar, {"features": 3, "transforms": 3}),
+        ("planar", Planar, {"features": 2, "context": 1, "transforms": 2, **H}),
+        ("radial", Radial, {"features": 3, "transforms": 3}),
+        ("sylvester", Sylvester, {"features": 3, "transforms": 2, "rank": 2}),
+        ("sylvester", Sylvester, {"features": 3, "context": 2, "transforms": 2, **H}),
+    ],
 )
 def test_registered_by_name_and_checkpoint_round_trip(name, cls, kwargs, tmp_path: Path):
     assert get_preset(name) is cls
@@ -156,3 +171,70 @@ def test_registered_by_name_and_checkpoint_round_trip(name, cls, kwargs, tmp_pat
     c = torch.randn(5, kwargs.get("context", 0)) if kwargs.get("context") else None
     x = torch.randn(5, kwargs["features"])
     torch.testing.assert_close(checkpoint.flow(c).log_prob(x), flow(c).log_prob(x))
+
+
+@pytest.mark.parametrize("name", RESIDUAL)
+def test_residual_flows_sample_without_solving(name, monkeypatch, dtype, device):
+    flow, features, _, c = build(name, dtype, device)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sampling must not invert a map")
+
+    monkeypatch.setattr(residual, "solve_tanh_equation", refuse)
+    x, log_q = flow(c).rsample_and_log_prob((4,))
+    assert x.shape == (4, features) and torch.isfinite(log_q).all()
+    assert flow(c).sample((3,)).shape == (3, features)
+
+
+@pytest.mark.parametrize(
+    ("name", "inverse"),
+    [("iaf", "exact"), ("planar", "numerical"), ("radial", "exact"), ("sylvester", "numerical")],
+)
+def test_specs_flag_numerical_inverses(name, inverse):
+    assert preset_spec(name).spec.inverse == inverse
+
+
+@pytest.mark.parametrize("name", RESIDUAL)
+def test_residual_flows_start_near_the_base(name, dtype, device):
+    (
+        factory,
+        features,
+        context,
+    ) = PRESETS[name][:3]
+    torch.manual_seed(0)
+    flow = factory().to(dtype=dtype, device=device)
+    c = torch.randn(context, dtype=dtype, device=device) if context else None
+    x = torch.randn(10, features, dtype=dtype, device=device)
+    gap = flow(c).log_prob(x) - flow.base().log_prob(x)
+    assert gap.abs().max() < 0.1
+
+
+def test_residual_flow_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"Planar: transforms must be an int >= 1, got 0"):
+        Planar(2, transforms=0)
+    with pytest.raises(ValueError, match=r"Radial: features must be an int >= 1, got 0"):
+        Radial(0)
+    with pytest.raises(
+        ValueError, match=r"Sylvester: rank must be an int <= features \(3\), got 4"
+    ):
+        Sylvester(3, rank=4)
+    with pytest.raises(ValueError, match=r"Sylvester: rank must be an int >= 1, got 0"):
+        Sylvester(3, rank=0)
+    with pytest.raises(
+        TypeError,
+        match=r"Planar: hidden_features configure\(s\) the network of the context, which a "
+        r"flow without context \(context=0\) does not have",
+    ):
+        Planar(2, hidden_features=[8])
+    with pytest.raises(ValueError, match=r"Radial has context=2: a context c of shape"):
+        Radial(2, 2, transforms=1)()
+
+
+def test_a_spec_refuses_an_unknown_kind_of_inverse():
+    from flows.core.plugins import PresetSpec
+
+    with pytest.raises(
+        ValueError,
+        match=r"preset 'p': inverse must be one of 'exact', 'numerical', got 'approximate'",
+    ):
+        PresetSpec("p", "m:o", "a preset", inverse="approximate")

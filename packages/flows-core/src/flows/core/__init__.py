@@ -41,8 +41,11 @@ _EXPORTS = {
     "IAF": "flows.core.presets",
     "MAF": "flows.core.presets",
     "NICE": "flows.core.presets",
+    "Planar": "flows.core.presets",
     "Preset": "flows.core.presets",
+    "Radial": "flows.core.presets",
     "RealNVP": "flows.core.presets",
+    "Sylvester": "flows.core.presets",
     # Training and checkpoints
     "fit": "flows.core.training",
     "FitDivergedError": "flows.core.training",
@@ -82,8 +85,11 @@ __all__ = [
     "LazyInverse",
     "LazyTransform",
     "MaskedAutoregressiveTransform",
+    "Planar",
     "Preset",
+    "Radial",
     "RealNVP",
+    "Sylvester",
     "UnconditionalDistribution",
     "UnconditionalTransform",
     "fit",
@@ -110,7 +116,18 @@ if TYPE_CHECKING:
         UnconditionalDistribution,
         UnconditionalTransform,
     )
-    from flows.core.presets import GF, GMM, IAF, MAF, NICE, Preset, RealNVP
+    from flows.core.presets import (
+        GF,
+        GMM,
+        IAF,
+        MAF,
+        NICE,
+        Planar,
+        Preset,
+        Radial,
+        RealNVP,
+        Sylvester,
+    )
     from flows.core.training import FitDivergedError, FitResult, fit
 
 

@@ -50,4 +50,21 @@ def flows_register_presets() -> list[PresetSpec]:
             "Inverse autoregressive flow: one-pass sampling with log q, for VI",
             ("affine",),
         ),
+        PresetSpec(
+            "planar",
+            "flows.core.presets:Planar",
+            "Planar flow for VI: one-pass sampling with log q, log_prob by root solves",
+            inverse="numerical",
+        ),
+        PresetSpec(
+            "radial",
+            "flows.core.presets:Radial",
+            "Radial flow for VI: one-pass sampling with log q, closed-form inverse",
+        ),
+        PresetSpec(
+            "sylvester",
+            "flows.core.presets:Sylvester",
+            "Sylvester flow for VI: one-pass sampling with log q, log_prob by root solves",
+            inverse="numerical",
+        ),
     ]

@@ -17,6 +17,7 @@ __all__ = ["PresetSpec", "TransformSpec", "load_object"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_INVERSES = ("exact", "numerical")
 
 
 def load_object(path: str) -> Any:
@@ -144,20 +145,35 @@ class PresetSpec:
         constructor: Import path of the preset class.
         summary: One line saying what the preset is.
         transforms: The registered transform names the preset is built from.
+        inverse: How the flow's transform is inverted in the direction it does not take in
+            one pass (sampling for MAF, ``log_prob`` for IAF): ``"exact"`` (closed-form, or a
+            fixed number of exact passes) or ``"numerical"`` (an iterative solve whose
+            tolerance the preset states).
 
     Example:
         >>> PresetSpec("maf", "flows.core.presets:MAF", "Masked autoregressive flow").name
         'maf'
+        >>> PresetSpec(
+        ...     "planar", "flows.core.presets:Planar", "Planar", inverse="numerical"
+        ... ).inverse
+        'numerical'
     """
 
     name: str
     constructor: str
     summary: str
     transforms: tuple[str, ...] = ()
+    # Left out of the repr, which messages quote, so that they read as before the field.
+    inverse: str = dataclasses.field(default="exact", repr=False)
 
     def __post_init__(self) -> None:
         _check_common("preset", self.name, self.constructor, self.summary)
         object.__setattr__(self, "transforms", tuple(self.transforms))
+        if self.inverse not in _INVERSES:
+            raise ValueError(
+                f"preset {self.name!r}: inverse must be one of {', '.join(map(repr, _INVERSES))}, "
+                f"got {self.inverse!r}"
+            )
 
     def load(self) -> Callable[..., Any]:
         """Import and return the preset constructor."""

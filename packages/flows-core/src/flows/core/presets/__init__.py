@@ -1,4 +1,4 @@
-r"""Ready-made flows: MAF, NICE, RealNVP, GMM, GF and, for variational inference, IAF.
+r"""Ready-made flows: MAF, NICE, RealNVP, GMM, GF; for VI, IAF, Planar, Radial and Sylvester.
 
 Each is a :class:`Preset`, which records the keyword arguments that rebuild it in
 ``arguments``: ``type(flow)(**flow.arguments)`` gives the same architecture.
@@ -19,5 +19,18 @@ from flows.core.presets.iaf import IAF
 from flows.core.presets.maf import MAF
 from flows.core.presets.nice import NICE
 from flows.core.presets.realnvp import RealNVP
+from flows.core.presets.residual import Planar, Radial, Sylvester
 
-__all__ = ["GF", "GMM", "IAF", "MAF", "NICE", "CouplingFlow", "Preset", "RealNVP"]
+__all__ = [
+    "GF",
+    "GMM",
+    "IAF",
+    "MAF",
+    "NICE",
+    "CouplingFlow",
+    "Planar",
+    "Preset",
+    "Radial",
+    "RealNVP",
+    "Sylvester",
+]

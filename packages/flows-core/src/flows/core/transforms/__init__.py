@@ -51,6 +51,11 @@ from flows.core.transforms.linear import (
     RotationTransform,
 )
 from flows.core.transforms.power import SignedPowerTransform
+from flows.core.transforms.residual import (
+    PlanarTransform,
+    RadialTransform,
+    SylvesterTransform,
+)
 
 __all__ = [
     "AbsTransform",
@@ -74,7 +79,9 @@ __all__ = [
     "MonotonicAffineTransform",
     "OnePassTransform",
     "PermutationTransform",
+    "PlanarTransform",
     "PowerTransform",
+    "RadialTransform",
     "ReshapeTransform",
     "RotationTransform",
     "SigmoidTransform",
@@ -85,6 +92,7 @@ __all__ = [
     "SoftplusTransform",
     "StackTransform",
     "StickBreakingTransform",
+    "SylvesterTransform",
     "TanhTransform",
     "Transform",
     "UnivariateTransform",
