@@ -52,10 +52,15 @@ _EXPORTS = {
     "FitResult": "flows.core.training",
     "load": "flows.core.checkpoint",
     "save": "flows.core.checkpoint",
+    "fit_to_target": "flows.core.variational",
+    "VariationalResult": "flows.core.variational",
+    "importance_diagnostics": "flows.core.diagnostics",
+    "psis": "flows.core.diagnostics",
 }
 
 _SUBMODULES = (
     "checkpoint",
+    "diagnostics",
     "distributions",
     "layers",
     "lazy",
@@ -65,6 +70,7 @@ _SUBMODULES = (
     "training",
     "transforms",
     "validation",
+    "variational",
 )
 
 __all__ = [
@@ -92,14 +98,19 @@ __all__ = [
     "Sylvester",
     "UnconditionalDistribution",
     "UnconditionalTransform",
+    "VariationalResult",
     "fit",
+    "fit_to_target",
+    "importance_diagnostics",
     "load",
+    "psis",
     "save",
 ]
 
 
 if TYPE_CHECKING:
     from flows.core.checkpoint import load, save
+    from flows.core.diagnostics import importance_diagnostics, psis
     from flows.core.layers import (
         ActNorm,
         BatchNorm,
@@ -129,6 +140,7 @@ if TYPE_CHECKING:
         Sylvester,
     )
     from flows.core.training import FitDivergedError, FitResult, fit
+    from flows.core.variational import VariationalResult, fit_to_target
 
 
 __getattr__, __dir__ = deferred_exports(__name__, _EXPORTS, _SUBMODULES)
