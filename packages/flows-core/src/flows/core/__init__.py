@@ -56,6 +56,8 @@ _EXPORTS = {
     "VariationalResult": "flows.core.variational",
     "importance_diagnostics": "flows.core.diagnostics",
     "psis": "flows.core.diagnostics",
+    # Supports
+    "with_support": "flows.core.support",
 }
 
 _SUBMODULES = (
@@ -66,6 +68,7 @@ _SUBMODULES = (
     "lazy",
     "plugins",
     "presets",
+    "support",
     "testing",
     "training",
     "transforms",
@@ -105,6 +108,7 @@ __all__ = [
     "load",
     "psis",
     "save",
+    "with_support",
 ]
 
 
@@ -139,6 +143,7 @@ if TYPE_CHECKING:
         RealNVP,
         Sylvester,
     )
+    from flows.core.support import with_support
     from flows.core.training import FitDivergedError, FitResult, fit
     from flows.core.variational import VariationalResult, fit_to_target
 

@@ -30,6 +30,13 @@ class Preset:
     and a tuple a tuple. Arguments passed by position are recorded by name, so a constructor
     may not take positional-only parameters nor ``*args``.
 
+    Every preset also takes the keyword ``support``: ``(low, high)``, with floats or one per
+    feature, or a :mod:`torch.distributions.constraints` object (see
+    :func:`flows.core.support.normalize_support`). Its distributions then sample inside the
+    support, their ``log_prob`` :math:`-\infty` outside (see :func:`flows.core.with_support`),
+    and ``arguments["support"]`` records it in plain floats, for checkpoints. Without a
+    support, nothing changes: neither the parameters nor ``arguments``.
+
     Example:
         >>> from torch import nn
         >>> class Tiny(Preset, nn.Module):
@@ -43,6 +50,8 @@ class Preset:
         ...         super().__init__(features * factor, scale=0.5)
         >>> Bigger(3).arguments
         {'features': 3, 'factor': 2}
+        >>> Bigger(3, support=(0, float("inf"))).arguments
+        {'features': 3, 'factor': 2, 'support': (0.0, inf)}
     """
 
     arguments: dict[str, Any]
@@ -71,11 +80,42 @@ def _recording(cls: type, init: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(init)
     def __init__(self: Preset, *args: Any, **kwargs: Any) -> None:
+        outermost = type(self).__init__ is __init__
+        # A constructor of its own "support" parameter keeps it; every other one is given it.
+        taken = outermost and "support" not in signature.parameters
+        support = kwargs.pop("support", None) if taken else None
+        if support is not None:
+            support = _normalized(signature, self, args, kwargs, support)
         init(self, *args, **kwargs)
-        if type(self).__init__ is __init__:
+        if outermost:
             self.arguments = _bound(signature, self, args, kwargs)
+            if support is not None:
+                from flows.core.support import attach_support
+
+                attach_support(self, support)  # type: ignore[arg-type]
+                self.arguments["support"] = support
 
     return __init__
+
+
+def _normalized(
+    signature: inspect.Signature,
+    self: Preset,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    support: Any,
+) -> Any:
+    """``support`` in plain floats, checked against the preset's ``features`` before it is
+    built, so that a bad support costs no construction."""
+    from flows.core.support import normalize_support
+
+    try:
+        features = signature.bind(self, *args, **kwargs).arguments.get("features")
+    except TypeError:  # the constructor itself says what is wrong with its arguments
+        features = None
+    if isinstance(features, bool) or not isinstance(features, int):
+        features = None
+    return normalize_support(support, features)
 
 
 def _bound(

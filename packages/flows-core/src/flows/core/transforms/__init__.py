@@ -56,6 +56,7 @@ from flows.core.transforms.residual import (
     RadialTransform,
     SylvesterTransform,
 )
+from flows.core.transforms.support import SupportTransform
 
 __all__ = [
     "AbsTransform",
@@ -92,6 +93,7 @@ __all__ = [
     "SoftplusTransform",
     "StackTransform",
     "StickBreakingTransform",
+    "SupportTransform",
     "SylvesterTransform",
     "TanhTransform",
     "Transform",

@@ -1,0 +1,159 @@
+r"""The bijection from the real line onto a support: an interval, a half-line or the line itself.
+
+:class:`SupportTransform` maps each element :math:`y \in \mathbb{R}` onto its own
+:math:`(a, b)`, by the kind of its bounds:
+
+* an interval, :math:`x = a + (b - a) \, \sigma(y)` (affine sigmoid),
+  :math:`\log |dx/dy| = \log(b - a) - \operatorname{softplus}(y) - \operatorname{softplus}(-y)`;
+* a lower bound (:math:`b = \infty`), :math:`x = a + \operatorname{softplus}(y)`,
+  :math:`\log |dx/dy| = -\operatorname{softplus}(-y)`;
+* an upper bound (:math:`a = -\infty`), :math:`x = b - \operatorname{softplus}(-y)`,
+  :math:`\log |dx/dy| = -\operatorname{softplus}(y)`;
+* none, :math:`x = y`.
+
+Every log-sigmoid is a softplus and every inverse a difference of logarithms of distances to
+the bounds, so nothing takes the logarithm of a rounded zero: values and gradients stay finite
+in float32 up to the edges. Each output is clamped into the open support (see
+:meth:`SupportTransform.open_bounds`), so a sample never lands on a bound, where the density is
+not defined.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SupportTransform"]
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.distributions import constraints
+
+from flows.core.transforms.base import UnivariateTransform
+
+Bound = float | Sequence[float] | Tensor
+
+
+def _bound(name: str, value: Bound) -> float | Tensor:
+    if isinstance(value, Tensor):
+        if not value.is_floating_point():
+            value = value.double()
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, Sequence)):
+        raise TypeError(f"{name} must be a float, a sequence of floats or a tensor, got {value!r}")
+    if isinstance(value, Sequence):
+        return torch.tensor([float(v) for v in value], dtype=torch.float64)
+    return float(value)
+
+
+class SupportTransform(UnivariateTransform):
+    r"""The element-wise bijection from the real line onto :math:`(a, b)`.
+
+    The bounds broadcast against the input's rightmost dimensions; :math:`-\infty` (or
+    :math:`\infty`) leaves a side unbounded. Its inverse is defined inside the support only:
+    a point on or outside a bound gives infinite or NaN values, which
+    :func:`flows.core.support.restrict` turns into a log-density of :math:`-\infty`.
+
+    Arguments:
+        low: The lower bounds :math:`a`, a float or one per feature.
+        high: The upper bounds :math:`b > a`, a float or one per feature.
+
+    Example:
+        >>> inf = float("inf")
+        >>> t = SupportTransform([0.0, 0.0, -inf], [1.0, inf, inf])
+        >>> x, ladj = t.call_and_ladj(torch.tensor([0.0, 0.0, 0.5]))
+        >>> x, ladj
+        (tensor([0.5000, 0.6931, 0.5000]), tensor([-1.3863, -0.6931,  0.0000]))
+        >>> t.inv(x)
+        tensor([0.0000, 0.0000, 0.5000])
+        >>> t(torch.tensor([100.0, -200.0, 0.0])) < torch.tensor([1.0, 1.0, 1.0])
+        tensor([True, True, True])
+    """
+
+    def __init__(self, low: Bound, high: Bound) -> None:
+        super().__init__()
+        self.low = _bound("low", low)
+        self.high = _bound("high", high)
+
+    @constraints.dependent_property(is_discrete=False)
+    def codomain(self) -> constraints.Constraint:
+        return constraints.interval(self.low, self.high)
+
+    def _bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        low = torch.as_tensor(self.low, dtype=like.dtype, device=like.device)
+        high = torch.as_tensor(self.high, dtype=like.dtype, device=like.device)
+        return low, high
+
+    def _kinds(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The masks of the interval, lower and upper kinds, and finite stand-ins for the
+        bounds (so that the branches not taken stay finite, and so do their gradients)."""
+        low, high = self._bounds(like)
+        lower, upper = torch.isfinite(low), torch.isfinite(high)
+        interval = lower & upper
+        a = torch.where(lower, low, torch.zeros_like(low))
+        b = torch.where(upper, high, torch.zeros_like(high))
+        width = torch.where(interval, b - a, torch.ones_like(b))
+        return interval, lower & ~upper, upper & ~lower, a, b, width
+
+    def open_bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The closest floats of ``like``'s dtype inside the support: every output lies in
+        between. A finite bound is moved inward by one float, and at least by the square root
+        of the smallest normal float (1e-19 in float32, 1e-154 in float64): a log-density's
+        gradient grows as the inverse of the distance to the bound, and stays finite there,
+        while the mass cut off, beyond a logit of -44 in float32, is nil. An infinite bound
+        becomes the largest float."""
+        low, high = self._bounds(like)
+        margin = math.sqrt(torch.finfo(like.dtype).tiny)
+        inner_low = torch.maximum(torch.nextafter(low, high), low + margin)
+        inner_high = torch.minimum(torch.nextafter(high, low), high - margin)
+        return inner_low, inner_high
+
+    def call_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        interval, lower, upper, a, b, width = self._kinds(y)
+        up, down = F.softplus(y), F.softplus(-y)
+        # sigma(y) = exp(-softplus(-y)); from the nearer bound, so that the distance to it
+        # keeps its relative precision in float32.
+        near_low = a + width * torch.exp(-down)
+        near_high = b - width * torch.exp(-up)
+        x = torch.where(
+            interval,
+            torch.where(y < 0, near_low, near_high),
+            torch.where(lower, a + up, torch.where(upper, b - down, y)),
+        )
+        ladj = torch.where(
+            interval,
+            torch.log(width) - up - down,
+            torch.where(lower, -down, torch.where(upper, -up, torch.zeros_like(y))),
+        )
+        inner_low, inner_high = self.open_bounds(y)
+        return torch.clamp(x, inner_low, inner_high), ladj
+
+    def inverse_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        interval, lower, upper, a, b, width = self._kinds(x)
+        # The distances to the bounds, each 1 where its kind does not use it (finite branches).
+        from_low = torch.where(interval | lower, x - a, torch.ones_like(x))
+        to_high = torch.where(interval | upper, b - x, torch.ones_like(x))
+        log_low, log_high = torch.log(from_low), torch.log(to_high)
+        # softplus^{-1}(d) = d + log(1 - exp(-d)); log(1 - exp(-d)) = log(-expm1(-d)).
+        tail_low = torch.log(-torch.expm1(-from_low))
+        tail_high = torch.log(-torch.expm1(-to_high))
+        y = torch.where(
+            interval,
+            log_low - log_high,
+            torch.where(lower, from_low + tail_low, torch.where(upper, -(to_high + tail_high), x)),
+        )
+        ladj = torch.where(
+            interval,
+            torch.log(width) - log_low - log_high,
+            torch.where(lower, -tail_low, torch.where(upper, -tail_high, torch.zeros_like(x))),
+        )
+        return y, ladj
+
+    def __repr__(self) -> str:
+        def shown(bound: float | Tensor) -> str:
+            if isinstance(bound, Tensor):
+                return str([round(v, 6) for v in bound.tolist()])
+            return f"{bound:g}"
+
+        return f"{type(self).__name__}(low={shown(self.low)}, high={shown(self.high)})"
