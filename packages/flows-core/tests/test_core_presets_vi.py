@@ -238,3 +238,31 @@ def test_a_spec_refuses_an_unknown_kind_of_inverse():
         match=r"preset 'p': inverse must be one of 'exact', 'numerical', got 'approximate'",
     ):
         PresetSpec("p", "m:o", "a preset", inverse="approximate")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: IAF(3, transforms=2, hidden_features=[8]),
+        lambda: Planar(3, transforms=2),
+        lambda: Radial(3, transforms=2),
+        lambda: Sylvester(3, transforms=2),
+    ],
+    ids=["iaf", "planar", "radial", "sylvester"],
+)
+def test_the_variational_loss_traces_into_one_compiled_graph(make, dtype, device):
+    # A VI step draws and scores in rsample_and_log_prob: it must compile without a break.
+    from flows.core.testing import assert_no_graph_breaks
+
+    flow = make().to(dtype=dtype, device=device)
+    target = torch.ones(3, dtype=dtype, device=device)
+
+    def loss(shift: torch.Tensor) -> torch.Tensor:
+        x, log_q = flow().rsample_and_log_prob((8,))
+        return (log_q + (x - shift).square().sum(-1) / 2).mean()
+
+    torch._dynamo.reset()
+    try:
+        assert_no_graph_breaks(loss, target)
+    finally:
+        torch._dynamo.reset()
