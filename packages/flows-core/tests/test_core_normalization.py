@@ -321,16 +321,16 @@ def test_bad_shapes_are_refused_naming_the_argument(make):
 
 
 @pytest.mark.parametrize("make", [ActNorm, BatchNorm])
-def test_events_the_parameters_do_not_broadcast_against_are_refused(make):
-    t = make((3, 1, 1))()
+def test_events_the_parameters_do_not_broadcast_against_are_refused(make, dtype, device):
+    t = make((3, 1, 1)).to(dtype=dtype, device=device)()
     message = (
         rf"^{make.__name__}: x must end with an event shape that a parameter of shape "
         r"\(3, 1, 1\) broadcasts against .* got x of shape \(5, 2, 4, 4\)$"
     )
     with pytest.raises(ValueError, match=message):
-        t(torch.randn(5, 2, 4, 4))
+        t(torch.randn(5, 2, 4, 4, dtype=dtype, device=device))
     with pytest.raises(ValueError, match=r"got x of shape \(3, 4\)$"):
-        t(torch.randn(3, 4))
+        t.inv(torch.randn(3, 4, dtype=dtype, device=device))
 
 
 def test_bad_batchnorm_momentum_and_eps_are_refused():

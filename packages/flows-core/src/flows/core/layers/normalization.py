@@ -202,6 +202,7 @@ class ActNormTransform(Transform):
         return (x - self.layer.loc) * torch.exp(-self.layer.log_scale)
 
     def _inverse(self, y: Tensor) -> Tensor:
+        _Layout("ActNorm", self.layer.shape, y)  # refuses an event the parameters do not fit
         return y * torch.exp(self.layer.log_scale) + self.layer.loc
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:

@@ -59,7 +59,7 @@ def standard_normal_base(features: int) -> UnconditionalDistribution:
 
 def check_norm(norm: object, owner: str) -> str | None:
     """``norm``, if it is one of :data:`NORMS`."""
-    return check_choice("norm", norm, NORMS, owner=owner)  # type: ignore[arg-type]
+    return cast("str | None", check_choice("norm", norm, NORMS, owner=owner))
 
 
 def interleave_norm(
