@@ -1,0 +1,148 @@
+r"""NPE with our NSF inside sbi, against sbi's own "nsf" (nflows) and "zuko_nsf".
+
+Every estimator gets the same architecture (5 transforms, hidden layers (50, 50), 10 bins), the
+same simulations (one set per task, seeded) and sbi's same training settings; ours is also given
+the prior's support where the prior is a box (``support=prior.support``). For each task of
+``tasks.py``: C2ST of 5000 posterior samples at the task's observation against the 5000
+reference samples of ``references/`` (sbi's ``c2st``, its default random forest, 5 folds; 0.5
+is indistinguishable), the training wall time (``NPE.train``), and the wall time of
+``posterior.sample((10000,), x=x_o)``, rejection of samples outside the prior included.
+
+    python benchmarks/sbi/run.py                              # 10k simulations, sbi's stopping
+    python benchmarks/sbi/run.py --simulations 2000 --max-epochs 20   # a reduced budget
+    python benchmarks/sbi/run.py --json out.json
+
+Times are per process on ``--threads`` intra-op threads (default 1); the estimators of a task
+run one after another in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from sbi.inference import NPE
+from sbi.neural_nets import posterior_nn as sbi_posterior_nn
+from sbi.utils.metrics import c2st
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from tasks import TASKS, Task
+
+from flows.sbi import posterior_nn
+
+REFERENCES = pathlib.Path(__file__).parent / "references"
+ESTIMATORS = ("nsf", "zuko_nsf", "flows")
+
+
+def builder(name: str, task: Task) -> object:
+    if name == "nsf":  # nflows' coupling NSF: residual networks of width 50, two blocks
+        return sbi_posterior_nn(model="nsf", hidden_features=50, num_transforms=5, num_bins=10)
+    if name == "zuko_nsf":
+        return sbi_posterior_nn(
+            model="zuko_nsf", hidden_features=[50, 50], num_transforms=5, num_bins=10
+        )
+    support = {"support": task.prior().support} if task.bounded else {}
+    return posterior_nn("nsf", transforms=5, hidden_features=(50, 50), bins=10, **support)
+
+
+def run(task: Task, name: str, theta, x, x_o, reference, args) -> dict[str, object]:
+    prior = task.prior()
+    torch.manual_seed(args.seed)
+    inference = NPE(prior, density_estimator=builder(name, task), show_progress_bars=False)
+    inference.append_simulations(theta, x)
+    options = {} if args.max_epochs is None else {"max_num_epochs": args.max_epochs}
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sbi's and nflows' notes, the same for every run
+        inference.train(**options)
+    train = time.perf_counter() - start
+    epochs = inference._summary["epochs_trained"][-1]
+    posterior = inference.build_posterior()
+    posterior.sample((100,), x=x_o, show_progress_bars=False)  # first-call costs, not timed
+    start = time.perf_counter()
+    samples = posterior.sample((10_000,), x=x_o, show_progress_bars=False)
+    sample = time.perf_counter() - start
+    accepted = prior.support.check(posterior.posterior_estimator.sample((10_000,), x_o)[:, 0])
+    score = c2st(samples[: len(reference)], reference, seed=args.seed).item()
+    return {
+        "task": task.name,
+        "estimator": name,
+        "c2st": score,
+        "train_s": train,
+        "epochs": epochs,
+        "sample_10k_s": sample,
+        "acceptance": accepted.float().mean().item(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=ESTIMATORS)
+    parser.add_argument("--simulations", type=int, default=10_000)
+    parser.add_argument("--max-epochs", type=int, default=None, help="default: sbi's stopping")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=pathlib.Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{args.threads} thread(s), {args.simulations} simulations, "
+        f"max epochs {args.max_epochs or 'sbi default'}, seed {args.seed}"
+    )
+    results = []
+    for name in args.tasks:
+        task = TASKS[name]
+        x_o = torch.from_numpy(np.load(REFERENCES / f"{name}_x_o.npy"))[None]
+        reference = torch.from_numpy(np.load(REFERENCES / f"{name}_theta.npy"))
+        torch.manual_seed(args.seed)
+        theta = task.prior().sample((args.simulations,))
+        x = task.simulate(theta)
+        for estimator in args.estimators:
+            result = run(task, estimator, theta, x, x_o, reference, args)
+            results.append(result)
+            print(
+                f"{name:9} {estimator:9} c2st {result['c2st']:.3f}"
+                f"  train {result['train_s']:7.1f} s ({result['epochs']} epochs)"
+                f"  sample 10k {result['sample_10k_s']:6.3f} s"
+                f"  acceptance {result['acceptance']:.3f}",
+                flush=True,
+            )
+    print()
+    print("| task | estimator | C2ST | train (s) | epochs | sample 10k (s) | in prior |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(
+            f"| {r['task']} | {r['estimator']} | {r['c2st']:.3f} | {r['train_s']:.1f} | "
+            f"{r['epochs']} | {r['sample_10k_s']:.3f} | {r['acceptance']:.3f} |"
+        )
+    by = {(r["task"], r["estimator"]): r for r in results}
+    if set(ESTIMATORS) <= set(args.estimators):
+        print()
+        for name in args.tasks:
+            ours, zuko, nflows = (by[(name, e)] for e in ("flows", "zuko_nsf", "nsf"))
+            best = min(zuko["c2st"], nflows["c2st"])
+            print(
+                f"{name}: C2ST {ours['c2st']:.3f} vs best of sbi's {best:.3f} "
+                f"({'ok' if ours['c2st'] <= best + 0.01 else 'MISSED'}); "
+                f"train {ours['train_s'] / zuko['train_s']:.2f}x zuko_nsf "
+                f"({'ok' if ours['train_s'] <= 0.5 * zuko['train_s'] else 'MISSED'} <= 0.5x); "
+                f"sample {ours['sample_10k_s'] / zuko['sample_10k_s']:.2f}x zuko_nsf "
+                f"({'ok' if ours['sample_10k_s'] <= 0.3 * zuko['sample_10k_s'] else 'MISSED'}"
+                " <= 0.3x)"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
