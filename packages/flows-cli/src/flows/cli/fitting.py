@@ -78,6 +78,7 @@ def run_fit(args: argparse.Namespace) -> int:
     x, c = datasets.select(
         table, datasets.parse_columns(args.columns), datasets.parse_columns(args.context_columns)
     )
+    numbers = np.flatnonzero(~datasets.nonfinite_rows(x, c)) + 1  # of the rows kept, from 1
     x, c, dropped = datasets.check_finite(x, c, drop=args.drop_nonfinite)
     rows = x.values.shape[0]
     if rows < 2 or (args.validation > 0 and rows < 3):
@@ -90,6 +91,8 @@ def run_fit(args: argparse.Namespace) -> int:
         )
 
     scale_x = Standardizer.of(x.values, x.names, table.source)
+    if getattr(args, "support", None) is not None:
+        scale_x = scale_x.with_support(args.support, x.values, x.names, table.source, numbers)
     scale_c = Standardizer.of(c.values, c.names, table.source) if c is not None else None
 
     import torch
@@ -103,9 +106,15 @@ def run_fit(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         features = x.values.shape[1]
         context = 0 if c is None else c.values.shape[1]
-        flow = build_flow(name, features, context, _hyper(args)).to(workers.device)
+        support = scale_x.standardized_support()
+        flow = build_flow(name, features, context, _hyper(args), support).to(workers.device)
 
         z = torch.as_tensor(scale_x.forward(x.values), dtype=torch.float32)
+        if support is not None:
+            from flows.core.transforms import SupportTransform
+
+            # Rows strictly inside in float64 may round onto a bound in float32: keep them in.
+            z = z.clamp(*SupportTransform(*map(torch.tensor, support)).open_bounds(z))
         zc = None
         if c is not None and scale_c is not None:
             zc = torch.as_tensor(scale_c.forward(c.values), dtype=torch.float32)
