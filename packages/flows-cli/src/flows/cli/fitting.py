@@ -66,7 +66,11 @@ def _progress_bar(total: int, enabled: bool, shift: float) -> Any:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from flows.cli import images
     from flows.core.plugins import preset_spec
+
+    if images.wants_images(args.data, args.flow):
+        return images.run_fit_images(args)
 
     # The name first, from the registry alone: a misspelt one is answered before torch loads.
     name = args.flow or default_flow()

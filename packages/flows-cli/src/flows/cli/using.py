@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.cli import datasets
+from flows.cli import datasets, images
 from flows.cli.arguments import CLIError
 from flows.cli.modeling import Standardizer, load_model
 from flows.cli.outputs import OutputPlan, write_rows, write_table
@@ -101,6 +101,8 @@ def run_sample(args: argparse.Namespace) -> int:
     plan = OutputPlan(force=args.force, inputs={"MODEL": args.model, "--context": args.context})
     if args.out is not None:
         plan.add("--out", args.out, "table")
+    if images.image_checkpoint(args.model):
+        return images.run_sample_images(args)
     import torch
 
     flow, extra, _ = load_model(args.model)
@@ -183,6 +185,8 @@ def run_eval(args: argparse.Namespace) -> int:
     plan = OutputPlan(force=args.force, inputs={"MODEL": args.model, "DATA": data_file})
     if args.out is not None:
         plan.add("--out", args.out, "table")
+    if images.image_checkpoint(args.model):
+        return images.run_eval_images(args)
     import torch
 
     flow, extra, preset = load_model(args.model)

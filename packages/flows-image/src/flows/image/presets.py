@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +73,8 @@ class ImageFlow(LazyDistribution):
     """
 
     zero: Tensor
+    #: The rank of an event: what tells the command that a preset models images.
+    event_rank: ClassVar[int] = 3
 
     def __init__(
         self,
