@@ -22,14 +22,15 @@ class IAF(Preset, Flow):
     :meth:`~flows.core.distributions.NormalizingFlow.rsample_and_log_prob` returns samples and
     their exact :math:`\log q(x)` in a single pass. This is what variational inference needs,
     where every step draws from :math:`q` and scores its own draws. Scoring an arbitrary point
-    (:meth:`log_prob`) inverts each layer, one group of features per pass, with the masked
+    (``log_prob``) inverts each layer, one group of features per pass, with the masked
     network's stepwise inverse (:mod:`flows.core.layers.stepwise`): exact after as many passes
     as the layer has groups (:math:`F`, or ``passes``), not iterative. MAF is the other way
     around, one pass to score and :math:`F` to sample, which suits density estimation.
 
-    The orders alternate as in :class:`MAF`, and with a MAF's layers (in reverse module order)
-    the flow's transform is exactly the inverse of the MAF's. Unlike MAF, each layer starts
-    near the identity, so :math:`q` starts near the base, where variational fits usually start.
+    The orders alternate as in :class:`~flows.core.presets.maf.MAF`, and with a MAF's layers
+    (in reverse module order) the flow's transform is exactly the inverse of the MAF's. Unlike
+    MAF, each layer starts near the identity, so :math:`q` starts near the base, where
+    variational fits usually start.
 
     Arguments:
         features: The number of features :math:`F`.

@@ -112,7 +112,7 @@ class Planar(Preset, Flow):
 
     Each :class:`~flows.core.transforms.PlanarTransform` keeps :math:`w^\top \hat{u} > -1`
     for any parameters, so it is invertible (Rezende & Mohamed, 2015). Sampling and
-    :meth:`rsample_and_log_prob` take one pass; ``log_prob`` of an arbitrary point solves one
+    ``rsample_and_log_prob`` take one pass; ``log_prob`` of an arbitrary point solves one
     scalar equation per map, numerically, within round-off (the preset's spec says
     ``inverse="numerical"``). Each map starts near the identity (:math:`w^\top \hat{u} = 0`,
     a small :math:`\hat{u}`).
@@ -157,7 +157,7 @@ class Radial(Preset, Flow):
     Each :class:`~flows.core.transforms.RadialTransform` keeps :math:`\alpha > 0` and
     :math:`\beta \geq -\alpha` for any parameters, so it is invertible (Rezende & Mohamed,
     2015), and its inverse is closed-form (a quadratic in the radius): sampling,
-    :meth:`rsample_and_log_prob` and ``log_prob`` each take one pass. Each map starts near the
+    ``rsample_and_log_prob`` and ``log_prob`` each take one pass. Each map starts near the
     identity (:math:`\beta` near 0) around a random centre :math:`z_0`.
 
     Arguments:
@@ -212,7 +212,7 @@ class Sylvester(Preset, Flow):
     Each :class:`~flows.core.transforms.SylvesterTransform` has a :math:`Q` with orthonormal
     columns (the QR factor of a free matrix) and upper triangular :math:`R, \tilde{R}` whose
     diagonals keep :math:`r_{ii} \tilde{r}_{ii} > -1` for any parameters, so it is invertible
-    (Berg et al., 2018). Sampling and :meth:`rsample_and_log_prob` take one pass; ``log_prob``
+    (Berg et al., 2018). Sampling and ``rsample_and_log_prob`` take one pass; ``log_prob``
     of an arbitrary point inverts each map numerically, by back-substitution of scalar root
     solves within round-off (the preset's spec says ``inverse="numerical"``). Each map starts
     near the identity (:math:`\tilde{R}` with a null diagonal and small other entries).

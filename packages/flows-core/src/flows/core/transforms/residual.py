@@ -19,6 +19,8 @@ Example:
 from __future__ import annotations
 
 __all__ = [
+    "MAX_ITERATIONS",
+    "STEP_EPSILONS",
     "PlanarTransform",
     "RadialTransform",
     "SylvesterTransform",
