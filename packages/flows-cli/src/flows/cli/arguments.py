@@ -22,6 +22,7 @@ __all__ = [
     "positive_int",
     "preset_name",
     "sample_count",
+    "support_ranges",
 ]
 
 #: The most rows ``--samples`` may generate: 10 million 2-D rows are 160 MB of float64, and a
@@ -105,3 +106,31 @@ def key_value(text: str) -> tuple[str, Any]:
     except ValueError:
         value = raw
     return key, value
+
+
+def support_ranges(text: str) -> list[tuple[float, float]]:
+    """Ranges ``lo:hi`` separated by commas, an empty side unbounded: ``0:1,0:,:``.
+
+    Example:
+        >>> support_ranges("0:1,-2.5:,:")
+        [(0.0, 1.0), (-2.5, inf), (-inf, inf)]
+    """
+    ranges = []
+    for part in text.split(","):
+        lo_text, sep, hi_text = part.strip().partition(":")
+        try:
+            if not sep:
+                raise ValueError(part)
+            lo = float(lo_text) if lo_text.strip() else -math.inf
+            hi = float(hi_text) if hi_text.strip() else math.inf
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected lo:hi ranges separated by commas, one per column or one for all, "
+                f"an empty side unbounded (e.g. 0:1 or 0:,:10), got {text!r}"
+            ) from None
+        if math.isnan(lo) or math.isnan(hi) or not lo < hi or lo == math.inf or hi == -math.inf:
+            raise argparse.ArgumentTypeError(
+                f"expected lo < hi in each range, got {part.strip()!r} in {text!r}"
+            )
+        ranges.append((lo, hi))
+    return ranges

@@ -27,6 +27,7 @@ from flows.cli.arguments import (
     positive_int,
     preset_name,
     sample_count,
+    support_ranges,
 )
 
 __all__ = ["build_parser", "main"]
@@ -88,6 +89,14 @@ def _add_fit(commands: Any) -> None:
         metavar="KEY=VALUE",
         help="any other preset argument, as JSON (e.g. randperm=true); checked against the "
         "type the preset declares; repeat for more",
+    )
+    fit.add_argument(
+        "--support",
+        type=support_ranges,
+        metavar="LO:HI[,LO:HI...]",
+        help="the open range of each column, in the data's units, or one for all; an empty "
+        "side is unbounded (0: is positive); samples lie inside, rows outside are an error "
+        "(write --support=-1:1 for a negative bound)",
     )
     fit.add_argument(
         "--epochs",

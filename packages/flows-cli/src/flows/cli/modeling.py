@@ -3,7 +3,10 @@
 A fitted flow models the standardized data :math:`z = (x - m) / s`; the density of the
 original data is :math:`\\log p(x) = \\log p_z(z) - \\sum_j \\log s_j`. The checkpoint keeps
 :math:`m`, :math:`s` and the column names in its ``extra``; :func:`load_model` refuses a
-checkpoint whose statistics or column names do not fit its flow.
+checkpoint whose statistics or column names do not fit its flow. A support ``(lo, hi)`` given
+in the data's units (``flows fit --support``) is kept there too; the flow's own support is its
+standardized image :math:`((lo - m) / s, (hi - m) / s)`, and samples brought back to the data's
+units are kept strictly inside it.
 
 Example:
     >>> # Squares of the first column overflow; the second is tiny, not constant.
@@ -45,10 +48,15 @@ class Standardizer:
     Arguments:
         mean: The column means :math:`m`, finite.
         std: The column standard deviations :math:`s`, positive and finite.
+        low: The lower bounds of the data's support, in its units (``-inf`` where open), or
+            ``None`` for no support.
+        high: The upper bounds.
     """
 
     mean: np.ndarray
     std: np.ndarray
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
 
     @classmethod
     def of(cls, values: np.ndarray, names: list[str], source: str) -> Standardizer:
@@ -91,13 +99,23 @@ class Standardizer:
     @classmethod
     def from_extra(cls, extra: dict[str, Any], prefix: str) -> Standardizer:
         """The statistics a checkpoint's ``extra`` holds (checked by :func:`load_model`)."""
+        support = extra.get(f"{prefix}support")
+        low, high = (None, None) if support is None else np.asarray(support, dtype=np.float64)
         return cls(
             np.asarray(extra[f"{prefix}mean"], dtype=np.float64),
             np.asarray(extra[f"{prefix}std"], dtype=np.float64),
+            low,
+            high,
         )
 
-    def to_extra(self, prefix: str) -> dict[str, list[float]]:
-        return {f"{prefix}mean": self.mean.tolist(), f"{prefix}std": self.std.tolist()}
+    def to_extra(self, prefix: str) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            f"{prefix}mean": self.mean.tolist(),
+            f"{prefix}std": self.std.tolist(),
+        }
+        if self.low is not None and self.high is not None:
+            extra[f"{prefix}support"] = [self.low.tolist(), self.high.tolist()]
+        return extra
 
     def forward(self, values: np.ndarray) -> np.ndarray:
         """``(x - m) / s``; entries that do not fit in float64 come out as inf, not NaN."""
@@ -112,7 +130,61 @@ class Standardizer:
         return z
 
     def backward(self, values: np.ndarray) -> np.ndarray:
-        return values * self.std + self.mean
+        """``z s + m``, kept strictly inside the support (rounding may reach a bound)."""
+        x = values * self.std + self.mean
+        if self.low is not None and self.high is not None:
+            x = np.clip(x, np.nextafter(self.low, self.high), np.nextafter(self.high, self.low))
+        return x
+
+    def with_support(
+        self,
+        bounds: list[tuple[float, float]],
+        values: np.ndarray,
+        names: list[str],
+        source: str,
+        numbers: np.ndarray | None = None,
+    ) -> Standardizer:
+        """These statistics with the support ``bounds`` (one ``(lo, hi)`` per column, or one
+        for all), which every row of ``values`` must lie strictly inside; ``numbers`` are the
+        rows' numbers in the data (from 1; by default their positions).
+
+        Raises:
+            CLIError: The bounds are not one per column nor one for all, or rows lie on or
+                outside them (the message names the first rows and their columns).
+        """
+        columns = values.shape[1]
+        if len(bounds) not in (1, columns):
+            raise CLIError(
+                f"--support gives {len(bounds)} ranges for {columns} columns "
+                f"({', '.join(names)}); give one lo:hi per column, or one for all"
+            )
+        low = np.array([lo for lo, _ in bounds] * (columns // len(bounds)), dtype=np.float64)
+        high = np.array([hi for _, hi in bounds] * (columns // len(bounds)), dtype=np.float64)
+        outside = (values <= low) | (values >= high)
+        rows = np.flatnonzero(outside.any(axis=1))
+        if len(rows):
+            from flows.cli.datasets import row_numbers
+
+            columns_out = [names[j] for j in np.flatnonzero(outside[rows].any(axis=0))]
+            ranges = ", ".join(
+                f"{names[j]} in ({low[j]:g}, {high[j]:g})" for j in range(len(names))
+            )
+            raise CLIError(
+                f"{source}: {len(rows)} row(s) lie outside --support (data rows "
+                f"{row_numbers(rows + 1 if numbers is None else numbers[rows])}, counted from "
+                f"1; columns "
+                f"{', '.join(columns_out)}): the support is open, {ranges}"
+            )
+        return dataclasses.replace(self, low=low, high=high)
+
+    def standardized_support(self) -> tuple[list[float], list[float]] | None:
+        """The support of the standardized data, ``(lo - m) / s`` (infinite sides stay so)."""
+        if self.low is None or self.high is None:
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):
+            low = np.where(np.isfinite(self.low), self.forward(self.low), -np.inf)
+            high = np.where(np.isfinite(self.high), self.forward(self.high), np.inf)
+        return low.tolist(), high.tolist()
 
     @property
     def log_scale(self) -> float:
@@ -128,12 +200,15 @@ def default_flow() -> str:
     return "nsf" if "nsf" in names else "maf"
 
 
-def build_flow(name: str, features: int, context: int, hyper: dict[str, Any]) -> Any:
+def build_flow(
+    name: str, features: int, context: int, hyper: dict[str, Any], support: Any = None
+) -> Any:
     """Construct the preset ``name`` with the hyper-parameters it accepts.
 
     ``hyper`` maps argument names to ``(option, value)``; an option the preset does not take,
     or whose value does not have the type of the preset's annotation (or default), is reported
-    by its command-line name before anything is built.
+    by its command-line name before anything is built. ``support`` (the standardized data's,
+    ``(low, high)``) is given to the preset, which must then be a :class:`flows.core.Preset`.
 
     Raises:
         CLIError: An option the preset does not take, of the wrong type, or that it refuses.
@@ -143,11 +218,20 @@ def build_flow(name: str, features: int, context: int, hyper: dict[str, Any]) ->
     from flows.core.plugins import RegistryError, get_preset
 
     constructor = get_preset(name)
+    if support is not None:
+        from flows.core.presets import Preset
+
+        if not (inspect.isclass(constructor) and issubclass(constructor, Preset)):
+            raise CLIError(
+                f"--support: flow {name!r} takes no support (it is not a flows.core.Preset)"
+            )
     parameters = inspect.signature(constructor).parameters
     hints = _type_hints(constructor)
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     arguments: dict[str, Any] = {}
     for key, (option, value) in hyper.items():
+        if key == "support":
+            raise CLIError(f"{option}: give the support with --support, in the data's units")
         if key in ("features", "context"):
             raise CLIError(
                 f"{option}: the number of {key} is set by the data; choose the columns with "
@@ -165,6 +249,8 @@ def build_flow(name: str, features: int, context: int, hyper: dict[str, Any]) ->
                     f"{option}: flow {name!r} expects {_describe(expected)}, got {_json(value)}"
                 )
         arguments[key] = value
+    if support is not None:
+        arguments["support"] = support
     try:
         return constructor(features=features, context=context, **arguments)
     except RegistryError:
@@ -299,6 +385,7 @@ def _check_extra(extra: dict[str, Any], arguments: dict[str, Any], path: str) ->
             )
         if not names:
             continue
+        _check_support(extra.get(prefix + "support"), len(names), where, prefix + "support")
         for statistic in ("mean", "std"):
             key = prefix + statistic
             values = _numbers(extra.get(key))
@@ -319,6 +406,21 @@ def _check_extra(extra: dict[str, Any], arguments: dict[str, Any], path: str) ->
                 raise CLIError(
                     f"{where}: {key!r} holds {values[i]!r} for column {names[i]!r}; {rule}"
                 )
+
+
+def _check_support(support: Any, width: int, where: str, key: str) -> None:
+    """Refuse a recorded support that is not two lists of bounds, one per column, lo < hi."""
+    if support is None:
+        return
+    pair = support if isinstance(support, (list, tuple)) and len(support) == 2 else None
+    low, high = (None, None) if pair is None else (_numbers(pair[0]), _numbers(pair[1]))
+    if low is None or high is None or len(low) != width or len(high) != width:
+        raise CLIError(
+            f"{where}: {key!r} must hold two lists of {width} bound(s), got {support!r}"
+        )
+    for lo, hi in zip(low, high, strict=True):
+        if not lo < hi or lo == math.inf or hi == -math.inf:
+            raise CLIError(f"{where}: {key!r} holds the empty range ({lo}, {hi})")
 
 
 def _numbers(value: Any) -> list[float] | None:
