@@ -24,6 +24,7 @@ _DISTRIBUTION_ROLES = {
     "presets, the plugin registry, training and checkpoints",
     "splines": "spline and monotonic univariate transforms and the flows built on them",
     "ode": "continuous normalizing flows",
+    "sbi": "any preset as a density estimator of sbi's NPE and NLE",
     "cli": "the `flows` command (its modules are documented for contributors)",
 }
 

@@ -1,4 +1,4 @@
-"""flows-sbi's tests train small estimators, where extra intra-op threads only add overhead."""
+"""flows-sbi's tests train small estimators, on one thread, each in a folder of its own."""
 
 from __future__ import annotations
 
@@ -13,3 +13,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def own_folder(tmp_path, monkeypatch):
+    """Run each test in a temporary folder: sbi's trainers log to ./sbi-logs."""
+    monkeypatch.chdir(tmp_path)
