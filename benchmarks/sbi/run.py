@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import sys
+import tempfile
 import time
 import warnings
 
@@ -92,6 +94,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args()
+    json_path = None if args.json is None else args.json.resolve()
+    os.chdir(tempfile.mkdtemp(prefix="sbi-bench-"))  # sbi's trainers log to ./sbi-logs
     torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -139,8 +143,8 @@ def main() -> int:
                 f"({'ok' if ours['sample_10k_s'] <= 0.3 * zuko['sample_10k_s'] else 'MISSED'}"
                 " <= 0.3x)"
             )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if json_path is not None:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
