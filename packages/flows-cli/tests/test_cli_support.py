@@ -151,3 +151,13 @@ def test_a_checkpoint_with_a_bad_recorded_support_is_refused(fitted, tmp_path: P
         capsys,
         "'support' must hold two lists of 3 bound(s), got [[2.0, 1.0], [3.0, inf]]",
     )
+
+
+def test_rows_a_rounding_away_from_a_bound_fit_and_evaluate(tmp_path: Path, capsys):
+    data = bounded_data()
+    data[:3, 0] = [2 + 1e-12, 3 - 1e-12, np.nextafter(2.0, 3.0)]  # one float32 step is 2e-7
+    csv = write_csv(tmp_path / "d.csv", ["a", "b", "c"], data)
+    model, out = tmp_path / "m.pt", tmp_path / "lp.npy"
+    assert main(["fit", str(csv), *TINY, "--support", "2:3,1:,:", "--out", str(model)]) == 0
+    assert main(["eval", str(model), str(csv), "--out", str(out)]) == 0
+    assert np.isfinite(np.load(out)).all()

@@ -177,6 +177,21 @@ class Standardizer:
             )
         return dataclasses.replace(self, low=low, high=high)
 
+    def kept_inside(self, z: Any, values: np.ndarray) -> Any:
+        """The float32 tensor ``z`` of standardized ``values``, its rows strictly inside the
+        support in the data's units kept strictly inside the flow's: rounding to float32 can
+        bring a row near a bound onto it, where the flow gives no density. Rows outside stay."""
+        support = self.standardized_support()
+        if support is None or self.low is None or self.high is None:
+            return z
+        import torch
+
+        from flows.core.transforms import SupportTransform
+
+        low, high = SupportTransform(*map(torch.tensor, support)).open_bounds(z)
+        inside = ((values > self.low) & (values < self.high)).all(axis=1)
+        return torch.where(torch.as_tensor(inside)[:, None], z.clamp(low, high), z)
+
     def standardized_support(self) -> tuple[list[float], list[float]] | None:
         """The support of the standardized data, ``(lo - m) / s`` (infinite sides stay so)."""
         if self.low is None or self.high is None:

@@ -213,7 +213,7 @@ def run_eval(args: argparse.Namespace) -> int:
     scale = Standardizer.from_extra(extra, "")
     zx = scale.forward(x.values)
     representable = _fits_float32(zx)
-    z = torch.as_tensor(zx, dtype=torch.float32)
+    z = scale.kept_inside(torch.as_tensor(zx, dtype=torch.float32), x.values)
     zc = None
     if c is not None:
         zc_values = Standardizer.from_extra(extra, "context_").forward(c.values)
