@@ -5,7 +5,7 @@ Stochastic variational inference fits a guide :math:`q_\phi(z)` to the posterior
 
 .. math:: \mathrm{ELBO}(\phi) = \mathbb{E}_{q_\phi} [\log p(x, z) - \log q_\phi(z)] .
 
-:class:`FlowGuide` maps each continuous latent site :math:`z_s`, whose support may be bounded
+``FlowGuide`` maps each continuous latent site :math:`z_s`, whose support may be bounded
 (a scale, a probability, a simplex), to the real line with the bijection
 :math:`b_s = ` ``biject_to(support)`` that Pyro's automatic guides use, stacks the unconstrained
 values into one vector :math:`u = (u_1, \dots, u_S) \in \mathbb{R}^D` and fits a flow
@@ -22,6 +22,9 @@ and its log-density in one pass, so a training step runs the flow once.
 from __future__ import annotations
 
 __all__ = ["FlowGuide", "FlowPosterior"]
+
+# Other objects are named as ``code``, not Sphinx roles: docs/pages/pyro.md renders this module
+# outside the generated API reference, whose role resolver knows only the packages it lists.
 
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,7 +44,7 @@ class FlowPosterior(TorchDistribution):
     r"""A flows distribution over :math:`\mathbb{R}^D` as a Pyro distribution.
 
     Pyro's inference needs ``score_parts``, ``expand`` under plates and the other parts of
-    :class:`pyro.distributions.TorchDistribution`; this wrapper gives them to a flow's
+    ``pyro.distributions.TorchDistribution``; this wrapper gives them to a flow's
     distribution. A sample is drawn with its log-density in one pass
     (``rsample_and_log_prob``) and the log-density of that same tensor is then read back, not
     recomputed: for an inverse autoregressive flow, whose inverse is sequential, that saves
@@ -114,19 +117,19 @@ class FlowGuide(AutoContinuous):
     Each call then draws one vector from the flow, cuts it into the sites, maps each piece to
     its site's support with ``biject_to(site.support)`` and samples the site at that value, its
     log-density corrected by the bijection's log-determinant (as in the module's formula). Use
-    it wherever Pyro takes a guide: :class:`pyro.infer.SVI` (with any ELBO, vectorized particles
-    included), :class:`pyro.infer.Predictive`, an ``AutoGuideList``.
+    it wherever Pyro takes a guide: ``pyro.infer.SVI`` (with any ELBO, vectorized particles
+    included), ``pyro.infer.Predictive``, an ``AutoGuideList``.
 
     Arguments:
         model: A Pyro model whose latent sites are continuous.
         flow: The flow: a preset's registered name (``"maf"``, ``"nsf"``, ``"iaf"``, ... as
-            :func:`flows.core.plugins.get_preset` finds them), a constructor called as
-            ``flow(features=D, **kwargs)``, or a built :class:`flows.core.LazyDistribution`
+            ``flows.core.plugins.get_preset`` finds them), a constructor called as
+            ``flow(features=D, **kwargs)``, or a built ``flows.core.LazyDistribution``
             (unconditional, of :math:`D` features, used as it is). The default, ``"iaf"``,
             draws a sample and its log-density in one pass per layer. A flow the guide builds is
             moved to the dtype and device of the model's latent values.
-        quantile_samples: The number of flow samples from which :meth:`median` and
-            :meth:`quantiles` estimate.
+        quantile_samples: The number of flow samples from which ``median()`` and
+            ``quantiles()`` estimate.
         init_loc_fn: Where the model's latent sites are set while the guide inspects it (the
             values only give the shapes: the flow starts where the preset starts).
         kwargs: The preset's keyword arguments (``transforms``, ``hidden_features``, ...).
@@ -229,7 +232,8 @@ class FlowGuide(AutoContinuous):
 
         Arguments:
             quantiles: Levels in :math:`[0, 1]`, e.g. ``[0.05, 0.5, 0.95]``.
-            args, kwargs: The model's arguments (used only before the first call).
+            *args: The model's arguments (used only before the first call).
+            **kwargs: The model's keyword arguments (likewise).
 
         Returns:
             Each site's name mapped to a tensor of shape ``(len(quantiles), *site_shape)``.
@@ -249,7 +253,7 @@ class FlowGuide(AutoContinuous):
 
     @torch.no_grad()
     def median(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
-        """Estimated posterior median of every latent site (see :meth:`quantiles`).
+        """Estimated posterior median of every latent site (see ``quantiles()``).
 
         Returns:
             Each site's name mapped to a tensor of the site's shape.
