@@ -206,3 +206,29 @@ def test_glow_density_integrates_like_a_density_of_its_latents(dtype, device):
     x = torch.zeros(1, 1, 4, 4, dtype=dtype, device=device)
     expected = torch.tensor([-8 * math.log(2 * math.pi)], dtype=dtype, device=device)
     torch.testing.assert_close(flow().log_prob(x), expected)
+
+
+@pytest.mark.parametrize("prior", ["diagonal", "standard"])
+def test_glow_other_priors_keep_inverse_and_density(
+    prior, dtype, device, perturb, tolerance, autograd_ladj
+):
+    torch.manual_seed(0)
+    flow = perturb(Glow((1, 4, 4), scales=2, depth=1, hidden_channels=4, prior=prior))
+    flow = flow.to(dtype=dtype, device=device).eval()
+    x = torch.randn(3, 1, 4, 4, dtype=dtype, device=device)
+    z, ladj = flow().transform.call_and_ladj(x)
+    torch.testing.assert_close(
+        flow().transform.inv(z), x, atol=tolerance(dtype), rtol=tolerance(dtype)
+    )
+    torch.testing.assert_close(
+        ladj.detach(),
+        autograd_ladj(flow().transform, x),
+        atol=10 * tolerance(dtype),
+        rtol=tolerance(dtype),
+    )
+    x, log_p = flow().rsample_and_log_prob((4,))
+    torch.testing.assert_close(
+        log_p, flow().log_prob(x), atol=100 * tolerance(dtype), rtol=tolerance(dtype)
+    )
+    with pytest.raises(ValueError, match="prior must be one of conditional, diagonal, standard"):
+        Glow((1, 4, 4), prior="learned")

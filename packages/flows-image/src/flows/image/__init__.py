@@ -33,6 +33,7 @@ _EXPORTS = {
     "FactoredLatents": "flows.image.distributions",
     "AffineCoupling": "flows.image.layers",
     "ConvNet": "flows.image.layers",
+    "DiagonalPrior": "flows.image.layers",
     "InvertibleConv1x1": "flows.image.layers",
     "Prior": "flows.image.layers",
     "Squeeze": "flows.image.layers",
@@ -60,6 +61,7 @@ __all__ = [
     "AffineCouplingTransform",
     "ConvNet",
     "Dequantization",
+    "DiagonalPrior",
     "FactoredLatents",
     "Glow",
     "ImageFlow",
@@ -87,7 +89,14 @@ if TYPE_CHECKING:
         quantize,
     )
     from flows.image.distributions import FactoredLatents
-    from flows.image.layers import AffineCoupling, ConvNet, InvertibleConv1x1, Prior, Squeeze
+    from flows.image.layers import (
+        AffineCoupling,
+        ConvNet,
+        DiagonalPrior,
+        InvertibleConv1x1,
+        Prior,
+        Squeeze,
+    )
     from flows.image.presets import Glow, ImageFlow, RealNVPImage
     from flows.image.transforms import (
         AffineCouplingTransform,

@@ -75,7 +75,11 @@ class FactoredLatents(Distribution):
         """Standard normal latents of the given shapes."""
         zero = torch.zeros((), dtype=dtype, device=device)
         parts = [
-            Independent(Normal(zero.expand(shape), (zero + 1).expand(shape)), len(shape))
+            Independent(
+                Normal(zero.expand(shape), (zero + 1).expand(shape), validate_args=False),
+                len(shape),
+                validate_args=False,
+            )
             for shape in (tuple(s) for s in shapes)
         ]
         return cls(parts)

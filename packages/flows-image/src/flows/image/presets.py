@@ -31,6 +31,7 @@ from flows.image.distributions import FactoredLatents
 from flows.image.layers import (
     AffineCoupling,
     ContextSpec,
+    DiagonalPrior,
     InvertibleConv1x1,
     Prior,
     Squeeze,
@@ -44,6 +45,7 @@ __all__ = ["Glow", "ImageFlow", "RealNVPImage"]
 Shape = tuple[int, int, int]
 #: ``(shape, scale) -> lazy transforms`` of one scale, on images of ``shape``.
 StepFactory = Callable[[Shape, int], list[LazyTransform]]
+PRIORS = ("conditional", "diagonal", "standard")
 
 
 class ImageFlow(LazyDistribution):
@@ -63,8 +65,11 @@ class ImageFlow(LazyDistribution):
         before: The lazy transforms of a scale before its squeeze, from the image shape and
             the scale's index.
         after: Those after the squeeze.
-        learned_prior: Whether the factored-out latents (and, with a context, the last scale's
-            latents) follow a learned normal prior rather than a standard normal.
+        prior: The prior of the latents: ``"conditional"``, a normal whose mean and scale a
+            :class:`~flows.image.layers.Prior` network computes from the channels kept (and the
+            context; the last scale's latents get one only with a context); ``"diagonal"``, a
+            learned mean and scale per latent value (:class:`~flows.image.layers.DiagonalPrior`,
+            every scale); or ``"standard"``, the standard normal.
         hidden_channels: Width of the prior networks.
 
     Raises:
@@ -83,11 +88,13 @@ class ImageFlow(LazyDistribution):
         scales: int,
         before: StepFactory,
         after: StepFactory,
-        learned_prior: bool = True,
+        prior: str = "conditional",
         hidden_channels: int = 64,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
+        if prior not in PRIORS:
+            raise ValueError(f"{owner}: prior must be one of {', '.join(PRIORS)}, got {prior!r}")
         self.shape = image_shape("shape", shape, owner)
         extra, self.event = context_channels(context, owner)
         if not isinstance(scales, int) or isinstance(scales, bool) or scales < 1:
@@ -116,8 +123,10 @@ class ImageFlow(LazyDistribution):
             split = c if last else c // 2
             self.splits.append(split)
             self.latent_shapes.append((split, h, w))
-            if learned_prior and (not last or extra):
+            if prior == "conditional" and (not last or extra):
                 self.priors.append(Prior(split, c - split, context, hidden_channels))
+            elif prior == "diagonal":
+                self.priors.append(DiagonalPrior((split, h, w)))
             else:
                 self.priors.append(nn.Identity())  # a standard normal
             c -= split
@@ -159,7 +168,7 @@ class ImageFlow(LazyDistribution):
         ):
             transform = ComposedTransform(*(step(c) for step in steps))
             conditioner = None
-            if isinstance(prior, Prior):
+            if isinstance(prior, (Prior, DiagonalPrior)):
                 conditioner = _bound(prior, c)
             stages.append((transform, shape, split, conditioner))
         base = FactoredLatents.standard(self.latent_shapes, self.zero.dtype, self.zero.device)
@@ -168,7 +177,9 @@ class ImageFlow(LazyDistribution):
         return NormalizingFlow(MultiScaleTransform(self.shape, stages), base)
 
 
-def _bound(prior: Prior, c: Tensor | None) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+def _bound(
+    prior: Prior | DiagonalPrior, c: Tensor | None
+) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     return lambda x: prior(x, c)
 
 
@@ -201,6 +212,8 @@ class Glow(Preset, ImageFlow):
         depth: Steps per scale :math:`K`.
         hidden_channels: Width of the coupling and prior networks.
         clamp: Bound of the couplings' log-scales.
+        prior: The latents' prior, ``"conditional"`` (Glow's), ``"diagonal"`` or
+            ``"standard"`` (see :class:`ImageFlow`).
 
     Example:
         >>> flow = Glow((3, 8, 8), context=10, scales=2, depth=1, hidden_channels=8)
@@ -217,6 +230,7 @@ class Glow(Preset, ImageFlow):
         depth: int = 8,
         hidden_channels: int = 64,
         clamp: float = 2.0,
+        prior: str = "conditional",
     ) -> None:
         from flows.core import ActNorm
 
@@ -240,7 +254,7 @@ class Glow(Preset, ImageFlow):
             scales,
             lambda shape, scale: [],
             after,
-            learned_prior=True,
+            prior=prior,
             hidden_channels=hidden_channels,
         )
 
@@ -310,6 +324,6 @@ class RealNVPImage(Preset, ImageFlow):
             scales,
             couplings("checkerboard"),
             couplings("channel"),
-            learned_prior=bool(context_channels(context, "RealNVPImage")[0]),
+            prior="conditional" if context_channels(context, "RealNVPImage")[0] else "standard",
             hidden_channels=hidden_channels,
         )

@@ -145,6 +145,15 @@ class InvertibleConv1x1Transform(_ImageTransform):
         return self._mix(self.inverse(), y), -self._ladj(y)
 
 
+def _kept(x: Tensor, start: int, stop: int) -> Tensor:
+    """The channels outside ``start:stop``: a view when they are contiguous, no copy."""
+    if start == 0:
+        return x[..., stop:, :, :]
+    if stop == x.shape[-3]:
+        return x[..., :start, :, :]
+    return torch.cat((x[..., :start, :, :], x[..., stop:, :, :]), dim=-3)
+
+
 class AffineCouplingTransform(_ImageTransform):
     r"""An affine coupling of images: the pixels ``mask`` selects condition the others.
 
@@ -177,8 +186,7 @@ class AffineCouplingTransform(_ImageTransform):
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if isinstance(self.mask, tuple):
             start, stop = self.mask
-            kept = torch.cat((x[..., :start, :, :], x[..., stop:, :, :]), dim=-3)
-            shift, log_scale = self.conditioner(kept)
+            shift, log_scale = self.conditioner(_kept(x, start, stop))
             moved = x[..., start:stop, :, :] * log_scale.exp() + shift
             y = torch.cat((x[..., :start, :, :], moved, x[..., stop:, :, :]), dim=-3)
         else:
@@ -189,8 +197,7 @@ class AffineCouplingTransform(_ImageTransform):
     def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
         if isinstance(self.mask, tuple):
             start, stop = self.mask
-            kept = torch.cat((y[..., :start, :, :], y[..., stop:, :, :]), dim=-3)
-            shift, log_scale = self.conditioner(kept)
+            shift, log_scale = self.conditioner(_kept(y, start, stop))
             moved = (y[..., start:stop, :, :] - shift) * (-log_scale).exp()
             x = torch.cat((y[..., :start, :, :], moved, y[..., stop:, :, :]), dim=-3)
         else:
