@@ -52,6 +52,8 @@ _EXPORTS = {
     "FitResult": "flows.core.training",
     "load": "flows.core.checkpoint",
     "save": "flows.core.checkpoint",
+    "BayesianFlow": "flows.core.bayesian",
+    "fit_bayesian": "flows.core.bayesian",
     "fit_to_target": "flows.core.variational",
     "VariationalResult": "flows.core.variational",
     "importance_diagnostics": "flows.core.diagnostics",
@@ -61,6 +63,7 @@ _EXPORTS = {
 }
 
 _SUBMODULES = (
+    "bayesian",
     "checkpoint",
     "diagnostics",
     "distributions",
@@ -84,6 +87,7 @@ __all__ = [
     "NICE",
     "ActNorm",
     "BatchNorm",
+    "BayesianFlow",
     "ElementWiseTransform",
     "FitDivergedError",
     "FitResult",
@@ -103,6 +107,7 @@ __all__ = [
     "UnconditionalTransform",
     "VariationalResult",
     "fit",
+    "fit_bayesian",
     "fit_to_target",
     "importance_diagnostics",
     "load",
@@ -113,6 +118,7 @@ __all__ = [
 
 
 if TYPE_CHECKING:
+    from flows.core.bayesian import BayesianFlow, fit_bayesian
     from flows.core.checkpoint import load, save
     from flows.core.diagnostics import importance_diagnostics, psis
     from flows.core.layers import (
