@@ -28,12 +28,14 @@ CLOSURE = {
     "ode": ["nn", "core", "ode"],
     "pyro": ["nn", "core", "pyro"],
     "sbi": ["nn", "core", "sbi"],
+    "image": ["nn", "core", "image"],
     "cli": ["nn", "core", "cli"],
 }
 
 # Flows packages a suite also installs beyond its closure: flows-sbi's default model, "nsf",
 # is flows-splines'.
-TEST_EXTRAS = {"sbi": ["splines"]}
+# flows-image's command-line tests run `flows fit digits --flow glow`: flows-cli.
+TEST_EXTRAS = {"sbi": ["splines"], "image": ["cli"]}
 
 nox.options.sessions = ["lint", "types", "versions", "tests", "plugins", "all", "docs"]
 nox.options.reuse_existing_virtualenvs = False
@@ -64,6 +66,10 @@ def tests(session: nox.Session, package: str) -> None:
     paths = _paths(CLOSURE[package])
     if package == "cli":
         paths[-1] += "[plot]"  # the optional extra is part of what flows-cli declares
+    if package == "image":
+        # Its command-line tests: the digits (scikit-learn) and the PNG of samples (matplotlib).
+        paths[-1] += "[digits]"
+        paths.append("matplotlib")
     extras = TEST_EXTRAS.get(package, [])
     # One pip call for every local package: the exact sibling pins are not on any index.
     session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths, *_paths(extras))
@@ -155,6 +161,7 @@ def all_(session: nox.Session) -> None:
         # flows-core with its export extra (onnx, onnxruntime): the ONNX export tests run here.
         *[p + "[export]" if p.endswith("flows-core") else p for p in _paths(list(CLOSURE), True)],
         "matplotlib",
+        "scikit-learn",  # flows-image's digits, in its command-line tests
     )
     session.run("pytest", "packages", *session.posargs)
     sources = [str(path) for path in sorted(PACKAGES.glob("flows-*/src/flows"))]
@@ -206,6 +213,15 @@ def quality(session: nox.Session) -> None:
         *CONSTRAINTS, *_paths(["nn", "core", "splines"]), "-r", "benchmarks/requirements.txt"
     )
     session.run("python", "benchmarks/quality.py", *session.posargs)
+
+
+@nox.session(name="image-bench", default=False)
+def image_bench(session: nox.Session) -> None:
+    """Glow on the 8x8 digits beside normflows' Glow: held-out bits/dim and step time."""
+    paths = _paths(["nn", "core", "image"])
+    paths[-1] += "[digits]"
+    session.install(*CONSTRAINTS, *paths, "normflows")
+    session.run("python", "benchmarks/image.py", *session.posargs)
 
 
 def _install_docs(session: nox.Session) -> None:
