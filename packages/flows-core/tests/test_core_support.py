@@ -107,6 +107,18 @@ def test_log_prob_is_the_unbounded_density_plus_the_change_of_variables(name, dt
     torch.testing.assert_close(bounded(c).log_prob(x).double(), expected, atol=tolerance, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["maf", "iaf"])
+def test_rsample_and_log_prob_agrees_with_log_prob_and_differentiates(name, dtype, device):
+    torch.manual_seed(0)
+    flow = trained_like(small(name, features=4, support=(LOW, HIGH)), dtype, device)
+    x, log_q = flow().rsample_and_log_prob((8,))
+    assert inside(x, *bounds(dtype, device))
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(log_q, flow().log_prob(x), atol=tolerance, rtol=tolerance)
+    grads = torch.autograd.grad((x.sum() + log_q.sum()), list(flow.parameters()))
+    assert all(torch.isfinite(g).all() for g in grads) and any((g != 0).any() for g in grads)
+
+
 def test_log_prob_is_minus_inf_outside_and_on_the_bounds_nan_for_nan(dtype, device):
     torch.manual_seed(0)
     flow = trained_like(MAF(4, transforms=2, support=(LOW, HIGH)), dtype, device)
