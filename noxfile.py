@@ -215,6 +215,13 @@ def quality(session: nox.Session) -> None:
     session.run("python", "benchmarks/quality.py", *session.posargs)
 
 
+@nox.session(name="vi-bench", default=False)
+def vi_bench(session: nox.Session) -> None:
+    """Variational inference side by side with Pyro's autoguides (pyro-ppl by flows-pyro)."""
+    session.install(*CONSTRAINTS, *_paths(["nn", "core", "splines", "pyro"]))
+    session.run("python", "benchmarks/vi.py", *session.posargs)
+
+
 @nox.session(name="image-bench", default=False)
 def image_bench(session: nox.Session) -> None:
     """Glow on the 8x8 digits beside normflows' Glow: held-out bits/dim and step time."""

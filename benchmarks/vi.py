@@ -1,0 +1,407 @@
+r"""Variational inference against targets with exact samples: our flows and Pyro's autoguides.
+
+Each target has a normalized log-density :math:`\log p` and exact samples. Every method fits a
+flow :math:`q` by maximizing the ELBO :math:`\mathbb{E}_q[\log p(x) - \log q(x)]` with the same
+number of optimizer steps, draws per step, Adam learning rate (constant), layers, hidden sizes
+and, for splines, bins and interval (Pyro's default, :math:`[-3, 3]`):
+
+- ours, ``IAF`` (affine) and ``NSF`` (rational-quadratic splines, coupling: two passes to
+  sample), fitted by :func:`flows.core.fit_to_target` (the plain ELBO estimator, as Pyro's;
+  it measures the ELBO every 100 steps and keeps the best weights, inside the timed fit);
+- Pyro's ``AutoIAFNormal`` (affine autoregressive) and ``AutoNormalizingFlow`` with
+  ``spline_autoregressive`` layers (its neural-spline IAF), fitted by ``pyro.infer.SVI`` with a
+  vectorized ``Trace_ELBO`` on a model of one real vector site (its prior masked out) and
+  ``pyro.factor(log p)``.
+
+Each fitted :math:`q` is then scored on fresh draws:
+
+- the sliced 2-Wasserstein distance to as many exact samples: the mean over fixed random
+  directions of the squared 2-Wasserstein distance between the two projected samples (sorted
+  and matched), square-rooted. It needs no density of :math:`q` at the target's samples, works
+  alike in 2 and in 50 dimensions, is in the target's units, and grows when a mode is missed or
+  a scale is wrong; its noise floor is the distance between two exact sample sets, shown as
+  the row ``exact``;
+- the forward KL :math:`\mathbb{E}_p[\log p - \log q]` on the exact samples (mass-covering:
+  large when :math:`q` misses mass that :math:`p` has);
+- the effective sample size per draw and the Pareto :math:`\hat{k}` of the importance weights
+  :math:`p / q` (:func:`flows.core.importance_diagnostics`);
+- the wall time and the CPU time of the fit (one thread; on a shared machine the CPU time is
+  the steadier of the two).
+
+    python benchmarks/vi.py                              # the figures in BENCHMARKS.md
+    python benchmarks/vi.py --steps 100 --targets ring-8 # smoke run
+    python benchmarks/vi.py --json vi.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["METHODS", "TARGETS", "Target", "main"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A normalized density with exact samples."""
+
+    name: str
+    features: int
+    summary: str
+    sample: Callable[[int, torch.Generator], Tensor]
+    log_prob: Callable[[Tensor], Tensor]
+
+
+def _normal(x: Tensor, scale: Tensor | float = 1.0) -> Tensor:
+    """log N(x; 0, scale^2), element-wise."""
+    scale = torch.as_tensor(scale, dtype=x.dtype)
+    return -0.5 * (x / scale).square() - scale.log() - 0.5 * LOG_2PI
+
+
+def banana(scale: float = 1.5, width: float = 0.5, curvature: float = 0.5) -> Target:
+    r""":math:`x_1 = s z_1`, :math:`x_2 = w z_2 + b (x_1^2 - s^2)`: a bent, narrow ridge."""
+
+    def sample(n: int, g: torch.Generator) -> Tensor:
+        z = torch.randn(n, 2, generator=g)
+        x1 = scale * z[:, 0]
+        return torch.stack((x1, width * z[:, 1] + curvature * (x1.square() - scale**2)), -1)
+
+    def log_prob(x: Tensor) -> Tensor:
+        x1, x2 = x[..., 0], x[..., 1]
+        ridge = x2 - curvature * (x1.square() - scale**2)
+        return _normal(x1, scale) + _normal(ridge, width)
+
+    return Target(
+        "banana-2d", 2, "banana: x2 | x1 ~ N(0.5 (x1^2 - 2.25), 0.5^2)", sample, log_prob
+    )
+
+
+def ring(modes: int = 8, radius: float = 2.0, std: float = 0.4) -> Target:
+    """Equal-weight Gaussians on a circle."""
+    angles = torch.arange(modes) * (2 * math.pi / modes)
+    means = radius * torch.stack((angles.cos(), angles.sin()), -1)
+
+    def sample(n: int, g: torch.Generator) -> Tensor:
+        k = torch.randint(modes, (n,), generator=g)
+        return means[k] + std * torch.randn(n, 2, generator=g)
+
+    def log_prob(x: Tensor) -> Tensor:
+        per = _normal(x.unsqueeze(-2) - means.to(x), std).sum(-1)
+        return torch.logsumexp(per, -1) - math.log(modes)
+
+    summary = f"{modes} Gaussians (std {std}) on a circle of radius {radius}"
+    return Target("ring-8", 2, summary, sample, log_prob)
+
+
+def funnel(features: int = 10, std: float = 3.0) -> Target:
+    r"""Neal's funnel: :math:`v \sim N(0, 3^2)`, :math:`x_i | v \sim N(0, e^{v})`, i < 10."""
+
+    def sample(n: int, g: torch.Generator) -> Tensor:
+        v = std * torch.randn(n, 1, generator=g)
+        return torch.cat((v, (v / 2).exp() * torch.randn(n, features - 1, generator=g)), -1)
+
+    def log_prob(x: Tensor) -> Tensor:
+        v = x[..., 0]
+        return _normal(v, std) + _normal(x[..., 1:], (v / 2).exp().unsqueeze(-1)).sum(-1)
+
+    return Target(
+        "funnel-10d", features, "Neal's funnel, v ~ N(0, 9), 9 x_i ~ N(0, e^v)", sample, log_prob
+    )
+
+
+def correlated_gaussian(features: int = 50, seed: int = 0) -> Target:
+    """A Gaussian with a random covariance, eigenvalues log-spaced over [0.1, 10]."""
+    g = torch.Generator().manual_seed(seed)
+    rotation, _ = torch.linalg.qr(
+        torch.randn(features, features, generator=g, dtype=torch.float64)
+    )
+    eigenvalues = torch.logspace(-1, 1, features, dtype=torch.float64)
+    covariance = rotation @ torch.diag(eigenvalues) @ rotation.T
+    mean = torch.randn(features, generator=g, dtype=torch.float64)
+    exact = torch.distributions.MultivariateNormal(mean.float(), covariance.float())
+
+    def sample(n: int, g: torch.Generator) -> Tensor:
+        cholesky = torch.linalg.cholesky(covariance).float()
+        return mean.float() + torch.randn(n, features, generator=g) @ cholesky.T
+
+    summary = f"N(m, S), S of eigenvalues 0.1..10 in a random basis, {features}-D"
+    return Target("gauss-50d", features, summary, sample, exact.log_prob)
+
+
+TARGETS: dict[str, Callable[[], Target]] = {
+    "banana-2d": banana,
+    "ring-8": ring,
+    "funnel-10d": funnel,
+    "gauss-50d": correlated_gaussian,
+}
+
+
+@dataclass
+class Fitted:
+    """A fitted q: draws with their log-densities, a log-density, and the fit's wall time."""
+
+    draw: Callable[[int], tuple[Tensor, Tensor]]
+    log_prob: Callable[[Tensor], Tensor]
+    seconds: float
+    cpu_seconds: float
+
+
+def fit_ours(kind: str, target: Target, args: argparse.Namespace) -> Fitted:
+    from flows.core import IAF, fit_to_target
+
+    torch.manual_seed(args.seed)
+    if kind == "IAF":
+        flow = IAF(target.features, transforms=args.transforms, hidden_features=args.hidden)
+    else:
+        from flows.splines import NSF
+
+        flow = NSF(
+            target.features,
+            transforms=args.transforms,
+            hidden_features=args.hidden,
+            bins=args.bins,
+            bound=args.bound,
+            passes=2,
+        )
+    start, cpu = time.perf_counter(), time.process_time()
+    fit_to_target(
+        flow,
+        target.log_prob,
+        steps=args.steps,
+        samples=args.samples,
+        lr=args.lr,
+        estimator=args.estimator,
+        patience=None,
+        seed=args.seed,
+    )
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    flow.eval()
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        return flow().rsample_and_log_prob((n,))
+
+    return Fitted(draw, lambda x: flow().log_prob(x), seconds, cpu)
+
+
+def fit_pyro(kind: str, target: Target, args: argparse.Namespace) -> Fitted:
+    import pyro
+    import pyro.distributions as dist
+    from pyro.distributions.transforms import iterated, spline_autoregressive
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoIAFNormal, AutoNormalizingFlow
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    features = target.features
+
+    def model() -> None:
+        # A flat site (its prior masked out) whose density is all in the factor.
+        prior = dist.Normal(torch.zeros(features), 1.0).to_event(1).mask(False)
+        x = pyro.sample("x", prior)
+        pyro.factor("log_p", target.log_prob(x))
+
+    hidden = list(args.hidden)
+    if kind == "AutoIAFNormal":
+        guide = AutoIAFNormal(model, hidden_dim=hidden, num_transforms=args.transforms)
+    else:
+        layer = functools.partial(
+            spline_autoregressive, hidden_dims=hidden, count_bins=args.bins, bound=args.bound
+        )
+        guide = AutoNormalizingFlow(model, functools.partial(iterated, args.transforms, layer))
+    elbo = Trace_ELBO(num_particles=args.samples, vectorize_particles=True)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": args.lr}), elbo)
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(args.steps):
+        svi.step()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        posterior = guide.get_posterior()
+        x = posterior.rsample((n,))
+        return x, posterior.log_prob(x)
+
+    return Fitted(draw, lambda x: guide.get_posterior().log_prob(x), seconds, cpu)
+
+
+METHODS: dict[str, Callable[[Target, argparse.Namespace], Fitted]] = {
+    "ours IAF": functools.partial(fit_ours, "IAF"),
+    "ours NSF": functools.partial(fit_ours, "NSF"),
+    "Pyro AutoIAFNormal": functools.partial(fit_pyro, "AutoIAFNormal"),
+    "Pyro AutoNormalizingFlow": functools.partial(fit_pyro, "AutoNormalizingFlow"),
+}
+
+
+def sliced_wasserstein(x: Tensor, y: Tensor, directions: Tensor) -> float:
+    r"""The sliced 2-Wasserstein distance between two equal-size samples, on ``directions``."""
+    px = torch.sort(x.double() @ directions.T, dim=0).values
+    py = torch.sort(y.double() @ directions.T, dim=0).values
+    return float((px - py).square().mean().sqrt())
+
+
+def score(fitted: Fitted, target: Target, exact: Tensor, directions: Tensor) -> dict[str, float]:
+    from flows.core import importance_diagnostics
+
+    n = len(exact)
+    with torch.no_grad():
+        x, log_q = fitted.draw(n)
+        ess, khat = importance_diagnostics(target.log_prob(x).double() - log_q.double())
+        forward = (target.log_prob(exact).double() - fitted.log_prob(exact).double()).mean()
+    return {
+        "sw2": sliced_wasserstein(x, exact, directions),
+        "forward_kl": float(forward),
+        "ess": float(ess),
+        "khat": float(khat),
+        "seconds": fitted.seconds,
+        "cpu_seconds": fitted.cpu_seconds,
+    }
+
+
+def warm_up(args: argparse.Namespace) -> None:
+    """A few untimed steps of every method, so no fit pays for first-call imports and caches."""
+    short = argparse.Namespace(**vars(args) | {"steps": 3})
+    target = TARGETS[args.targets[0]]()
+    for method in args.methods:
+        METHODS[method](target, short)
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    warm_up(args)
+    results = []
+    for name in args.targets:
+        target = TARGETS[name]()
+        g = torch.Generator().manual_seed(args.seed + 1)
+        exact = target.sample(args.eval_samples, g)
+        again = target.sample(args.eval_samples, g)
+        directions = torch.randn(
+            args.directions, target.features, generator=g, dtype=torch.float64
+        )
+        directions = directions / directions.norm(dim=-1, keepdim=True)
+        floor = sliced_wasserstein(again, exact, directions)
+        results.append({"target": name, "method": "exact", "sw2": floor})
+        print(f"{name}: {target.summary}; exact-sample SW2 floor {floor:.3f}", flush=True)
+        for method in args.methods:
+            row = {"target": name, "method": method}
+            row.update(score(METHODS[method](target, args), target, exact, directions))
+            results.append(row)
+            print(
+                f"  {method:<26} SW2 {row['sw2']:8.3f}  fwd KL {row['forward_kl']:10.3f}  "
+                f"ESS/sample {row['ess']:.3f}  k-hat {row['khat']:6.2f}  "
+                f"{row['seconds']:7.1f} s ({row['cpu_seconds']:.1f} s CPU)",
+                flush=True,
+            )
+    return results
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table, with our time over Pyro's best time per target."""
+    lines = [
+        "| target | method | SW2 (lower) | forward KL (lower) | ESS/sample (higher) | k-hat "
+        "| fit s | fit CPU s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results:
+        if row["method"] == "exact":
+            lines.append(
+                f"| {row['target']} | exact samples (SW2 floor) | {row['sw2']:.3f} | | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {row['target']} | {row['method']} | {row['sw2']:.3f} | {row['forward_kl']:.3f} | "
+            f"{row['ess']:.3f} | {row['khat']:.2f} | {row['seconds']:.1f} | "
+            f"{row['cpu_seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+#: Each of ours and the Pyro guide of the same kind, whose fit times are compared.
+PAIRS = {"ours IAF": "Pyro AutoIAFNormal", "ours NSF": "Pyro AutoNormalizingFlow"}
+
+
+def verdicts(results: list[dict[str, Any]]) -> list[str]:
+    """Per target: our best ESS and SW2 against Pyro's best, and each pair's time ratio."""
+    out = []
+    for name in dict.fromkeys(row["target"] for row in results):
+        rows = {r["method"]: r for r in results if r["target"] == name and r["method"] != "exact"}
+        ours = [r for m, r in rows.items() if m.startswith("ours")]
+        pyros = [r for m, r in rows.items() if m.startswith("Pyro")]
+        if not ours or not pyros:
+            continue
+        ess = max(r["ess"] for r in ours), max(r["ess"] for r in pyros)
+        sw2 = min(r["sw2"] for r in ours), min(r["sw2"] for r in pyros)
+        times = [
+            f"{ours_name} / {pyro_name} "
+            f"{rows[ours_name]['seconds'] / rows[pyro_name]['seconds']:.2f}x "
+            f"(CPU {rows[ours_name]['cpu_seconds'] / rows[pyro_name]['cpu_seconds']:.2f}x)"
+            for ours_name, pyro_name in PAIRS.items()
+            if ours_name in rows and pyro_name in rows
+        ]
+        out.append(
+            f"{name}: best ESS/sample ours {ess[0]:.3f} vs Pyro {ess[1]:.3f}; best SW2 ours "
+            f"{sw2[0]:.3f} vs Pyro {sw2[1]:.3f}; fit time {', '.join(times)}"
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    parser.add_argument("--samples", type=int, default=64, help="draws per step (default 64)")
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--transforms", type=int, default=3)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+    parser.add_argument("--bins", type=int, default=8)
+    parser.add_argument("--bound", type=float, default=3.0, help="spline half-width (Pyro's)")
+    parser.add_argument(
+        "--estimator", default="elbo", help="fit_to_target's gradient estimator (default elbo)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-samples", type=int, default=4096)
+    parser.add_argument("--directions", type=int, default=256, help="SW2 projections")
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(
+        f"steps {args.steps}, {args.samples} draws per step, Adam lr {args.lr}, "
+        f"{args.transforms} layers of hidden {args.hidden}, {args.bins} bins; "
+        f"{args.threads} thread(s); torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    start = time.perf_counter()
+    results = run(args)
+    print()
+    print(table(results))
+    print()
+    for line in verdicts(results):
+        print(line)
+    print(f"total {time.perf_counter() - start:.0f} s")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {"arguments": vars(args) | {"json": str(args.json)}, "results": results}, indent=2
+            )
+        )
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
