@@ -277,6 +277,32 @@ def test_support_transform_honours_the_elementwise_contract(dtype, device):
     check_elementwise(SupportTransform(low, high), features=7, dtype=dtype, device=device)
 
 
+@pytest.mark.parametrize(
+    "kind, low, high",
+    [
+        ("interval", [-1.0, 0.0, 100.0], [2.0, 1e-6, 101.0]),
+        ("lower", [0.5, -3.0, 0.0], [INF, INF, INF]),
+        ("upper", [-INF, -INF, -INF], [3.0, 0.0, -1e-3]),
+        ("real", [-INF] * 3, [INF] * 3),
+    ],
+)
+def test_each_kind_alone_honours_the_contract_and_equals_the_mixed_map(
+    kind, low, high, dtype, device
+):
+    low_t = torch.tensor(low, dtype=dtype, device=device)
+    high_t = torch.tensor(high, dtype=dtype, device=device)
+    alone = SupportTransform(low_t, high_t, kind)
+    check_elementwise(alone, features=3, dtype=dtype, device=device)
+    mixed = SupportTransform(low_t, high_t)
+    assert mixed.kind == "mixed" and SupportTransform(low, high).kind == kind
+    y = 5 * torch.randn(32, 3, dtype=dtype, device=device)
+    for got, expected in zip(alone.call_and_ladj(y), mixed.call_and_ladj(y), strict=True):
+        torch.testing.assert_close(got, expected)
+    x = alone(y)
+    for got, expected in zip(alone.inv.call_and_ladj(x), mixed.inv.call_and_ladj(x), strict=True):
+        torch.testing.assert_close(got, expected)
+
+
 def test_check_elementwise_catches_a_sample_on_the_bound(device):
     # A sigmoid without clamping rounds to 1 in float32 for large inputs.
     class Naive(SupportTransform):

@@ -52,7 +52,7 @@ from torch.types import _size
 from flows.core.distributions.flow import NormalizingFlow
 from flows.core.lazy import LazyDistribution
 from flows.core.transforms.base import ComposedTransform, sum_rightmost
-from flows.core.transforms.support import SupportTransform
+from flows.core.transforms.support import SupportTransform, kind_of
 
 #: A normalized support: ``(low, high)``, two floats or two lists of one float per feature.
 Normalized = tuple[float | list[float], float | list[float]]
@@ -294,10 +294,12 @@ class Support(nn.Module):
         dtype = torch.get_default_dtype()
         self.register_buffer("low", torch.tensor(low, dtype=dtype), persistent=False)
         self.register_buffer("high", torch.tensor(high, dtype=dtype), persistent=False)
+        # Known from the floats, so that the transform computes the one map it needs.
+        self.kind = kind_of(low, high)
 
     def transform(self) -> SupportTransform:
         """The bijection from the real line onto the support."""
-        return SupportTransform(self.low, self.high)
+        return SupportTransform(self.low, self.high, self.kind)
 
     def forward(self, distribution: Distribution) -> Distribution:
         return restrict(distribution, self.transform())

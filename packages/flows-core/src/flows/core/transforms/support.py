@@ -20,7 +20,7 @@ not defined.
 
 from __future__ import annotations
 
-__all__ = ["SupportTransform"]
+__all__ = ["KINDS", "SupportTransform", "kind_of"]
 
 import math
 from collections.abc import Sequence
@@ -33,6 +33,27 @@ from torch.distributions import constraints
 from flows.core.transforms.base import UnivariateTransform
 
 Bound = float | Sequence[float] | Tensor
+
+#: The kinds of a support, each computed alone; "mixed" holds several, one per feature.
+KINDS = ("interval", "lower", "upper", "real", "mixed")
+
+
+def kind_of(low: float | Sequence[float], high: float | Sequence[float]) -> str:
+    """The kind of the bounds: ``"interval"``, ``"lower"``, ``"upper"``, ``"real"`` when every
+    feature has it, else ``"mixed"``.
+
+    Example:
+        >>> kind_of(0.0, 1.0), kind_of([0.0, 0.0], [1.0, float("inf")])
+        ('interval', 'mixed')
+    """
+    lows = [low] if isinstance(low, (int, float)) else list(low)
+    highs = [high] if isinstance(high, (int, float)) else list(high)
+    lows, highs = (
+        lows * (len(highs) if len(lows) == 1 else 1),
+        highs * (len(lows) if len(highs) == 1 else 1),
+    )
+    kinds = {KINDS[2 * math.isinf(a) + math.isinf(b)] for a, b in zip(lows, highs, strict=True)}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def _bound(name: str, value: Bound) -> float | Tensor:
@@ -58,6 +79,9 @@ class SupportTransform(UnivariateTransform):
     Arguments:
         low: The lower bounds :math:`a`, a float or one per feature.
         high: The upper bounds :math:`b > a`, a float or one per feature.
+        kind: The kind every feature has (see :data:`KINDS`), so that only its map is
+            computed; by default, found from float bounds, and ``"mixed"`` for tensors (whose
+            values are not read on the host). A wrong kind gives wrong values.
 
     Example:
         >>> inf = float("inf")
@@ -71,10 +95,16 @@ class SupportTransform(UnivariateTransform):
         tensor([True, True, True])
     """
 
-    def __init__(self, low: Bound, high: Bound) -> None:
+    def __init__(self, low: Bound, high: Bound, kind: str | None = None) -> None:
         super().__init__()
+        if kind is None:
+            plain = not isinstance(low, Tensor) and not isinstance(high, Tensor)
+            kind = kind_of(low, high) if plain else "mixed"  # type: ignore[arg-type]
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self.low = _bound("low", low)
         self.high = _bound("high", high)
+        self.kind = kind
 
     @constraints.dependent_property(is_discrete=False)
     def codomain(self) -> constraints.Constraint:
@@ -110,6 +140,27 @@ class SupportTransform(UnivariateTransform):
         return inner_low, inner_high
 
     def call_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.kind != "mixed":
+            x, ladj = self._call_one_kind(y)
+        else:
+            x, ladj = self._call_mixed(y)
+        inner_low, inner_high = self.open_bounds(y)
+        return torch.clamp(x, inner_low, inner_high), ladj
+
+    def _call_one_kind(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        low, high = self._bounds(y)
+        if self.kind == "interval":
+            width = high - low
+            up, down = F.softplus(y), F.softplus(-y)
+            x = torch.where(y < 0, low + width * torch.exp(-down), high - width * torch.exp(-up))
+            return x, torch.log(width) - up - down
+        if self.kind == "lower":
+            return low + F.softplus(y), -F.softplus(-y)
+        if self.kind == "upper":
+            return high - F.softplus(-y), -F.softplus(y)
+        return y, torch.zeros_like(y)
+
+    def _call_mixed(self, y: Tensor) -> tuple[Tensor, Tensor]:
         interval, lower, upper, a, b, width = self._kinds(y)
         up, down = F.softplus(y), F.softplus(-y)
         # sigma(y) = exp(-softplus(-y)); from the nearer bound, so that the distance to it
@@ -126,10 +177,26 @@ class SupportTransform(UnivariateTransform):
             torch.log(width) - up - down,
             torch.where(lower, -down, torch.where(upper, -up, torch.zeros_like(y))),
         )
-        inner_low, inner_high = self.open_bounds(y)
-        return torch.clamp(x, inner_low, inner_high), ladj
+        return x, ladj
 
     def inverse_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.kind == "mixed":
+            return self._inverse_mixed(x)
+        low, high = self._bounds(x)
+        if self.kind == "interval":
+            log_low, log_high = torch.log(x - low), torch.log(high - x)
+            return log_low - log_high, torch.log(high - low) - log_low - log_high
+        if self.kind == "lower":
+            distance = x - low
+            tail = torch.log(-torch.expm1(-distance))
+            return distance + tail, -tail
+        if self.kind == "upper":
+            distance = high - x
+            tail = torch.log(-torch.expm1(-distance))
+            return -(distance + tail), -tail
+        return x, torch.zeros_like(x)
+
+    def _inverse_mixed(self, x: Tensor) -> tuple[Tensor, Tensor]:
         interval, lower, upper, a, b, width = self._kinds(x)
         # The distances to the bounds, each 1 where its kind does not use it (finite branches).
         from_low = torch.where(interval | lower, x - a, torch.ones_like(x))
