@@ -8,7 +8,9 @@ suite together against editable installs, with doctests.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
 
 import nox
 import tomllib
@@ -166,6 +168,51 @@ def all_(session: nox.Session) -> None:
     session.run("pytest", "packages", *session.posargs)
     sources = [str(path) for path in sorted(PACKAGES.glob("flows-*/src/flows"))]
     session.run("pytest", "--doctest-modules", *sources)
+
+
+# The torch releases the suites are run on: the first is the floor every pyproject.toml
+# declares (torch>=2.13), the last the newest this project has tested.
+TORCH_VERSIONS = ["2.13.0", "2.14.1"]
+
+
+@nox.session(name="tests-torch", default=False)
+@nox.parametrize("torch", TORCH_VERSIONS, ids=TORCH_VERSIONS)
+def tests_torch(session: nox.Session, torch: str) -> None:
+    """Every suite on one torch of the declared range, with the full compile-clean sweep.
+
+    FLOWS_COMPILE_SWEEP=all makes the compile tests trace every registered preset, with and
+    without context (the default sessions trace a representative few). The constraints file
+    pins the default torch, so this session names its own.
+    """
+    paths = _paths(list(CLOSURE))
+    paths[-1] += "[plot]"
+    session.install(f"torch=={torch}", "pytest>=8", "hypothesis>=6.100", *paths)
+    session.run("python", "-c", f"import torch; assert torch.__version__.startswith({torch!r})")
+    suites = [f"packages/flows-{name}/tests" for name in CLOSURE]
+    session.run("pytest", *suites, *session.posargs, env={"FLOWS_COMPILE_SWEEP": "all"})
+
+
+@nox.session(name="tests-cuda", default=False)
+def tests_cuda(session: nox.Session) -> None:
+    """Every suite with ``--device cuda``, where a GPU exists; where none does, it says so.
+
+    Installs a CUDA build of torch (``FLOWS_CUDA_TORCH``, default ``torch==2.14.1``), so the
+    constraints file's CPU pin is not applied. Extra pytest arguments go after ``--``
+    (``nox -s tests-cuda -- --dtype float32``).
+    """
+    if shutil.which("nvidia-smi") is None:
+        session.skip("no GPU here (no nvidia-smi): tests-cuda ran nothing")
+    paths = _paths(list(CLOSURE))
+    paths[-1] += "[plot]"
+    wanted = os.environ.get("FLOWS_CUDA_TORCH", "torch==2.14.1")
+    session.install(wanted, "pytest>=8", "hypothesis>=6.100", *paths)
+    available = session.run(
+        "python", "-c", "import torch; print(torch.cuda.is_available())", silent=True
+    )
+    if "True" not in str(available):
+        session.skip("no usable GPU here (torch.cuda.is_available() is False): ran nothing")
+    suites = [f"packages/flows-{name}/tests" for name in CLOSURE]
+    session.run("pytest", *suites, "--device", "cuda", *session.posargs)
 
 
 @nox.session(default=False)

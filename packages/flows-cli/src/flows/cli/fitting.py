@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -139,20 +140,31 @@ def run_fit(args: argparse.Namespace) -> int:
         bar, callback = _progress_bar(
             epochs * per_epoch, workers.main and sys.stderr.isatty(), shift
         )
+        compile_mode = getattr(args, "compile_mode", None)
+        compiled = compile_mode or bool(getattr(args, "compile", False))
         try:
-            result = fit(
-                flow,
-                z,
-                zc,
-                epochs=epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                validation=args.validation,
-                patience=args.patience,
-                clip_grad=args.clip_grad,
-                callback=callback,
-                seed=args.seed,
-            )
+            with warnings.catch_warnings(record=True) as caught:
+                result = fit(
+                    flow,
+                    z,
+                    zc,
+                    epochs=epochs,
+                    batch_size=args.batch_size,
+                    lr=args.lr,
+                    validation=args.validation,
+                    patience=args.patience,
+                    clip_grad=args.clip_grad,
+                    callback=callback,
+                    seed=args.seed,
+                    compile=compiled,
+                )
+            for warning in caught:
+                if "torch.compile" not in str(warning.message):
+                    warnings.warn_explicit(
+                        warning.message, warning.category, warning.filename, warning.lineno
+                    )
+                elif workers.main:  # the compiler missing: one line, no source line quoted
+                    print(f"flows: note: {warning.message}", file=sys.stderr)
         except FitDivergedError as error:
             raise CLIError(_diverged(error, args)) from None
         finally:
@@ -233,6 +245,11 @@ def _summary(
         ("time", f"{result.seconds:.1f} s"),
         ("checkpoint", str(out)),
     ]
+    if result.compile_seconds is not None:  # what compiling cost, beside what a step costs
+        cost = f"{result.compile_seconds:.1f} s"
+        if result.steps > 1:
+            cost += f", then {1e3 * result.step_seconds:.2f} ms per step"
+        lines.insert(-1, ("compile", cost))
     if plot is not None:
         lines.append(("plot", str(plot)))
     width = max(len(key) for key, _ in lines)

@@ -164,6 +164,18 @@ def _add_fit(commands: Any) -> None:
         default=1,
         help="CPU threads per process (default 1: small flows train fastest so)",
     )
+    fit.add_argument(
+        "--compile",
+        action="store_true",
+        help="train through torch.compile (compiled once, for every step and evaluation; "
+        "the summary gives the compile time and the time per step)",
+    )
+    fit.add_argument(
+        "--compile-mode",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        default=None,
+        help="the torch.compile mode (implies --compile; reduce-overhead captures CUDA graphs)",
+    )
     _add_data_options(fit)
     fit.set_defaults(run="flows.cli.fitting:run_fit")
 

@@ -6,23 +6,30 @@ r"""Fit a flow to data by maximum likelihood: batches, Adam, held-out early stop
 
 over shuffled mini-batches of the training split, measures the same quantity on a held-out
 split, stops when it has not improved for ``patience`` evaluations and restores the best
-weights. Under :mod:`torch.distributed` each process takes its share of every batch and the
-gradients are averaged, so a run on any number of processes takes the same steps as one process
-on the same global batch. A run whose loss becomes NaN or infinite stops with
-:class:`FitDivergedError`, the flow holding the best finite weights it had.
+weights. With ``compile``, the loss is wrapped in :func:`torch.compile` once and that one
+wrapper serves every step and every evaluation; with ``autocast``, the forward pass runs under
+:func:`torch.autocast` (bfloat16 or float16 networks; the flows keep their transforms' and
+log-determinants' arithmetic in the data's dtype). Under :mod:`torch.distributed` each process
+takes its share of every batch and the gradients are averaged, so a run on any number of
+processes takes the same steps as one process on the same global batch. A run whose loss
+becomes NaN or infinite stops with :class:`FitDivergedError`, the flow holding the best finite
+weights it had.
 
 The parts of a fit have names, for other training loops to reuse: :class:`_Processes` (rank,
 world, broadcasts and all-reduces), :func:`_split` (the held-out split), :func:`_batches` (the
-epoch and batch order), :func:`_step_gradients` (one step's loss and gradients),
+epoch and batch order), :class:`_Objective` (the summed NLL, eager or compiled, under autocast
+or not), :func:`_step_gradients` (one step's loss and gradients),
 :class:`_RunningLoss` (the losses between evaluations), :func:`_mean_nll` (evaluation) and
 :class:`_BestWeights` (early stopping and the weights it restores).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -98,6 +105,11 @@ class FitResult:
         steps: The number of optimizer steps taken.
         seconds: Wall time of the whole fit.
         best_step: The step whose weights were kept.
+        compile_seconds: For a compiled fit, the wall time of the calls that compiled (the
+            first training step and the first evaluation, each including its first run);
+            ``None`` for an eager fit, or one that fell back to eager.
+        step_seconds: The mean wall time of a training step after the first (as the host sees
+            it: on a GPU, the time to queue the step, until a later read waits for it).
     """
 
     flow: nn.Module
@@ -107,6 +119,8 @@ class FitResult:
     steps: int
     seconds: float
     best_step: int
+    compile_seconds: float | None = None
+    step_seconds: float = math.nan
 
 
 def _check_arguments(
@@ -294,16 +308,127 @@ def _nll_sum(flow: nn.Module, x: Tensor, c: Tensor | None) -> Tensor:
     return -distribution.log_prob(x).sum()
 
 
+NllSum = Callable[[nn.Module, Tensor, "Tensor | None"], Tensor]
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _compile_options(compile: Any) -> dict[str, Any] | None:
+    """The keyword arguments of :func:`torch.compile` that ``compile`` asks for (``None``:
+    eager).
+
+    Raises:
+        ValueError: ``compile`` is not a bool, one of :data:`COMPILE_MODES` or a dict.
+    """
+    if compile is False or compile is None:
+        return None
+    if compile is True:
+        return {}
+    if isinstance(compile, str) and compile in COMPILE_MODES:
+        return {"mode": compile}
+    if isinstance(compile, dict) and all(isinstance(key, str) for key in compile):
+        return dict(compile)
+    modes = ", ".join(repr(mode) for mode in COMPILE_MODES)
+    raise ValueError(
+        f"compile must be True, False, a mode ({modes}) or a dict of torch.compile "
+        f"arguments, got {compile!r}"
+    )
+
+
+def _compile_unavailable() -> str | None:
+    """Why :func:`torch.compile` cannot run in this process, or ``None`` if it can."""
+    import torch._dynamo  # only a compiled fit pays for importing the compiler
+
+    if not torch._dynamo.is_dynamo_supported():
+        return f"torch {torch.__version__} has no torch.compile for this Python"
+    return None
+
+
+class _Objective:
+    """The summed NLL of a fit's batches: eager, or through one :func:`torch.compile` wrapper.
+
+    The compiled wrapper is made once and serves every training step and every evaluation
+    (torch.compile keeps one graph per grad mode; shapes are dynamic, so the last, shorter
+    batch and the evaluation chunks reuse them). Where compiling fails (no working C++
+    compiler, an unsupported Python), :meth:`fall_back` warns once and the fit goes on eagerly,
+    with the same results.
+
+    Arguments:
+        options: The keyword arguments of :func:`torch.compile`, or ``None`` for eager.
+        autocast: A dtype to run the forward pass under :func:`torch.autocast`, or ``None``.
+        device_type: The flow's device type (``"cpu"``, ``"cuda"``), for autocast.
+    """
+
+    def __init__(
+        self, options: dict[str, Any] | None, autocast: torch.dtype | None, device_type: str
+    ) -> None:
+        self.compiled: NllSum | None = None
+        self.compile_seconds: float | None = None
+        self.autocast = autocast
+        self.device_type = device_type
+        if options is None:
+            return
+        reason = _compile_unavailable()
+        if reason is not None:
+            self.fall_back(reason)
+            return
+        self.compiled = torch.compile(_nll_sum, **{"dynamic": True, **options})
+        self.compile_seconds = 0.0
+
+    def fall_back(self, reason: str | BaseException) -> None:
+        """Warn that the fit goes on eagerly, and do so from now on."""
+        if isinstance(reason, BaseException):
+            lines = str(reason).strip().splitlines() or [""]
+            reason = f"{type(reason).__name__}: {lines[0]}"[:300]
+        warnings.warn(
+            f"torch.compile is unavailable ({reason}); fitting eagerly", UserWarning, stacklevel=3
+        )
+        self.compiled = None
+        self.compile_seconds = None
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The exceptions that mean the compiler failed (none for an eager fit)."""
+        if self.compiled is None:
+            return ()
+        import torch._dynamo.exc
+
+        return (torch._dynamo.exc.TorchDynamoException,)
+
+    def __call__(self, flow: nn.Module, x: Tensor, c: Tensor | None) -> Tensor:
+        context = (
+            torch.autocast(self.device_type, dtype=self.autocast)
+            if self.autocast is not None
+            else contextlib.nullcontext()
+        )
+        with context:
+            if self.compiled is not None:
+                try:
+                    return self.compiled(flow, x, c)
+                except self.errors as error:
+                    self.fall_back(error)
+            return _nll_sum(flow, x, c)
+
+
 @torch.no_grad()
 def _mean_nll(
-    flow: nn.Module, x: Tensor, c: Tensor | None, processes: _Processes, chunk: int
+    flow: nn.Module,
+    x: Tensor,
+    c: Tensor | None,
+    processes: _Processes,
+    chunk: int,
+    nll: NllSum = _nll_sum,
 ) -> float:
-    """Mean NLL over all rows, each process taking its share of them, ``chunk`` at a time."""
+    """Mean NLL over all rows, each process taking its share of them, ``chunk`` at a time.
+
+    ``nll`` computes the summed NLL of a chunk (a compiled :class:`_Objective`, say).
+    """
     mine = torch.arange(processes.rank, x.shape[0], processes.world, device=x.device)
     total = torch.zeros(2, dtype=torch.float64, device=x.device)
     for start in range(0, mine.numel(), chunk):
         rows = mine[start : start + chunk]
-        total[0] += _nll_sum(flow, x[rows], None if c is None else c[rows]).double()
+        total[0] += nll(flow, x[rows], None if c is None else c[rows]).double()
     total[1] = mine.numel()
     processes.all_sum(total)
     return float(total[0] / total[1])
@@ -316,12 +441,19 @@ def _step_gradients(
     c: Tensor | None,
     batch: Tensor,
     processes: _Processes,
+    nll: NllSum = _nll_sum,
+    scale: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
-    """Set the gradients of the mean NLL of the global ``batch``; return that mean NLL."""
+    """Set the gradients of the mean NLL of the global ``batch``; return that mean NLL.
+
+    ``nll`` computes the summed NLL of the rows (a compiled :class:`_Objective`, say);
+    ``scale`` multiplies the loss before the backward pass (a gradient scaler's), the gradients
+    staying scaled.
+    """
     mine = processes.share(batch)
     if mine.numel() > 0:
-        loss = _nll_sum(flow, x[mine], None if c is None else c[mine]) / batch.numel()
-        loss.backward()
+        loss = nll(flow, x[mine], None if c is None else c[mine]) / batch.numel()
+        (loss if scale is None else scale(loss)).backward()
         loss = loss.detach()
     else:
         loss = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -439,6 +571,8 @@ def fit(
     callback: Callable[[FitProgress], bool | None] | None = None,
     seed: int | None = None,
     eval_chunk: int = 4096,
+    compile: bool | str | dict[str, Any] = False,
+    autocast: torch.dtype | None = None,
 ) -> FitResult:
     r"""Train ``flow`` on the rows of ``x`` (and ``context``) by maximum likelihood.
 
@@ -473,13 +607,24 @@ def fit(
         seed: Seed of the split and of the batch order (the flow's own initialization is
             not touched); ``None`` draws one from torch's global generator.
         eval_chunk: Rows per forward pass when measuring NLL without gradients.
+        compile: Whether to run the loss through :func:`torch.compile`, compiled once for
+            every step and evaluation: ``True`` (the default mode), a mode of
+            :data:`COMPILE_MODES` (``"reduce-overhead"`` captures CUDA graphs on a GPU), or a
+            dict of :func:`torch.compile` arguments (``{"backend": "aot_eager"}``). Where
+            compiling fails, a warning says so and the fit goes on eagerly.
+            :attr:`FitResult.compile_seconds` says what compiling cost.
+        autocast: ``torch.bfloat16`` or ``torch.float16`` to run the forward pass under
+            :func:`torch.autocast` on the flow's device (the networks in that dtype, the
+            transforms, log-determinants and weights in the flow's); float16 scales the loss
+            (:class:`torch.amp.GradScaler`). ``None`` for full precision.
 
     Returns:
         A :class:`FitResult`; ``result.flow`` is ``flow``.
 
     Raises:
-        ValueError: An argument is out of range, or ``x`` or ``context`` is badly shaped or
-            holds NaN or inf (the message names the first such rows).
+        ValueError: An argument is out of range, ``compile`` or ``autocast`` is not one the
+            list above gives, or ``x`` or ``context`` is badly shaped or holds NaN or inf (the
+            message names the first such rows).
         FitDivergedError: A training loss, a held-out NLL or the final training NLL was NaN or
             infinite, or a :class:`FloatingPointError` (such as an ODE solver's step
             underflowing) was raised after the first step, which is then its ``__cause__``;
@@ -499,6 +644,11 @@ def fit(
         True
     """
     _check_arguments(epochs, steps, batch_size, lr, validation, patience, clip_grad, eval_every)
+    options = _compile_options(compile)
+    if autocast is not None and autocast not in AUTOCAST_DTYPES:
+        raise ValueError(
+            f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
+        )
     started = time.perf_counter()
 
     params = [p for p in flow.parameters() if p.requires_grad]
@@ -522,6 +672,10 @@ def fit(
 
     processes.broadcast_state(flow)
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    objective = _Objective(options, autocast, device.type)
+    # float16 gradients underflow without a scaled loss; bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None
+    scale = None if scaler is None else scaler.scale
     was_training = flow.training
     # Without a held-out split the best weights only serve a diverged fit, ranked by the
     # training loss; the final weights are kept otherwise.
@@ -538,16 +692,43 @@ def fit(
     # reads each: no sync per step otherwise.
     running = _RunningLoss(device)
 
+    def take_step(batch: Tensor) -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            return _step_gradients(
+                flow, params, split.train_x, split.train_c, batch, processes, objective, scale
+            )
+        except objective.errors as error:  # the backward graph failed to compile
+            objective.fall_back(error)
+            optimizer.zero_grad(set_to_none=True)
+            return _step_gradients(
+                flow, params, split.train_x, split.train_c, batch, processes, objective, scale
+            )
+
     at = 0  # the step being taken or measured, for an error raised within it
+    step_seconds = 0.0  # of the steps after the first
+    evaluations = 0
     try:
         for epoch, batch in _batches(n_train, batch_size, total, generator, device):
             at = step + 1
             flow.train()
-            optimizer.zero_grad(set_to_none=True)
-            loss = _step_gradients(flow, params, split.train_x, split.train_c, batch, processes)
+            step_started = time.perf_counter()
+            loss = take_step(batch)
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clip_grad reads the true gradients
             if clip_grad is not None:
                 nn.utils.clip_grad_norm_(params, clip_grad)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            seconds = time.perf_counter() - step_started
+            if step == 0:
+                if objective.compile_seconds is not None:
+                    objective.compile_seconds += seconds
+            else:
+                step_seconds += seconds
             step += 1
             running.add(loss)
             stop = False
@@ -561,7 +742,13 @@ def fit(
                     raise diverged(*(first or (step, train_mean))) from None
                 running.clear()
                 if held > 0:
-                    val_now = _mean_nll(flow, split.val_x, split.val_c, processes, eval_chunk)
+                    evaluated = time.perf_counter()
+                    val_now = _mean_nll(
+                        flow, split.val_x, split.val_c, processes, eval_chunk, objective
+                    )
+                    if evaluations == 0 and objective.compile_seconds is not None:
+                        objective.compile_seconds += time.perf_counter() - evaluated
+                    evaluations += 1
                     if not math.isfinite(val_now):
                         raise diverged(step, val_now, "held-out NLL") from None
                     stop = best.update(val_now, step)
@@ -588,12 +775,12 @@ def fit(
         restored = held > 0 and best.restore()
         at = step
         flow.eval()
-        train_nll = _mean_nll(flow, split.train_x, split.train_c, processes, eval_chunk)
+        train_nll = _mean_nll(flow, split.train_x, split.train_c, processes, eval_chunk, objective)
         if not math.isfinite(train_nll):
             raise diverged(step, train_nll, "train NLL") from None
         val_nll = None
         if held > 0:
-            val_nll = _mean_nll(flow, split.val_x, split.val_c, processes, eval_chunk)
+            val_nll = _mean_nll(flow, split.val_x, split.val_c, processes, eval_chunk, objective)
             if not math.isfinite(val_nll):
                 raise diverged(step, val_nll, "held-out NLL") from None
     except FloatingPointError as error:
@@ -611,4 +798,6 @@ def fit(
         steps=step,
         seconds=time.perf_counter() - started,
         best_step=best.step if restored else step,
+        compile_seconds=objective.compile_seconds,
+        step_seconds=step_seconds / (step - 1) if step > 1 else math.nan,
     )

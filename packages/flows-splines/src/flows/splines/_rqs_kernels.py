@@ -337,7 +337,11 @@ def _spline_rows(
     p = torch.softmax(sizes, dim=1)  # (2, K, M)
     clamped = v.clamp(-bound, bound)
     inside = clamped == v
-    knots = torch.addmm(c.offsets, c.matrix, p[int(inverse)])  # x_0 = -B, .., x_{K-1}, +inf
+    if torch.is_autocast_enabled(v.device.type):  # the knots in v's dtype, not autocast's
+        with torch.autocast(v.device.type, enabled=False):
+            knots = torch.addmm(c.offsets, c.matrix, p[int(inverse)])
+    else:
+        knots = torch.addmm(c.offsets, c.matrix, p[int(inverse)])  # x_0 = -B, .., x_{K-1}, +inf
     # at_or_below[i] = [x_i <= v] = [i <= k], as 0. or 1.: rows 1.. say [i < k].
     at_or_below = knots.sub_(clamped).le_(c.zero)
     below = at_or_below[1:]

@@ -162,6 +162,8 @@ class MaskedAutoregressiveTransform(LazyTransform):
             return self.layout.build(self.phi)
         if not self._parameters_first:
             phi = self.hyper(x)
+            if phi.dtype != x.dtype:  # autocast: the network's output back to the data's dtype
+                phi = phi.to(x.dtype)
             return self.layout.build(phi.reshape(phi.shape[:-1] + self.unflattened))
         # The last layer computed transposed, its rows in parameter-major order: each
         # parameter's values come out contiguous over features and samples, for the cost of
@@ -173,6 +175,8 @@ class MaskedAutoregressiveTransform(LazyTransform):
         bias = cast(Tensor, last.bias).view(features, total).T.reshape(-1, 1)
         flat = hidden.reshape(-1, hidden.shape[-1])
         rows = torch.addmm(bias, weight.reshape(total * features, -1), flat.T)
+        if rows.dtype != x.dtype:  # autocast: the transform's arithmetic in the data's dtype
+            rows = rows.to(x.dtype)
         batch = hidden.shape[:-1]
         return self.layout.build_parameters_first(rows.view(total, features, -1), batch)
 

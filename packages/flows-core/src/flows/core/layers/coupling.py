@@ -92,6 +92,8 @@ class GeneralCouplingTransform(LazyTransform):
         if c is not None:
             x_a = cat_context(x_a, c)
         phi = self.hyper(x_a)
+        if phi.dtype != x_a.dtype:  # autocast: the transform's arithmetic in the data's dtype
+            phi = phi.to(x_a.dtype)
         phi = phi.reshape(phi.shape[:-1] + self.unflattened)
         return self.layout.build(phi)
 

@@ -81,6 +81,8 @@ class ElementWiseTransform(LazyTransform):
             phi = self.phi
         else:
             phi = self.hyper(c)
+            if phi.dtype != c.dtype:  # autocast: the transform's arithmetic in the data's dtype
+                phi = phi.to(c.dtype)
             phi = phi.reshape(phi.shape[:-1] + self.unflattened)
         return DependentTransform(self.layout.build(phi), 1)
 
