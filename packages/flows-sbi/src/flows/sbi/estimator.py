@@ -1,7 +1,7 @@
 r"""A lazy flow as sbi's conditional density estimator :math:`q(\text{input} | \text{condition})`.
 
 sbi trains and queries its estimators through one contract
-(:class:`sbi.neural_nets.estimators.ConditionalDensityEstimator`): ``log_prob``, ``loss``,
+(:class:`ConditionalDensityEstimator`, in ``sbi.neural_nets.estimators``): ``log_prob``, ``loss``,
 ``sample``, ``sample_and_log_prob``, ``input_shape`` and ``condition_shape``, with its batch
 conventions. :class:`FlowEstimator` honours it for any lazy flow of ours: the input is
 standardized by an affine map whose log-determinant is added back, the condition goes through
