@@ -46,6 +46,7 @@ def test_fit_digits_with_glow_then_sample_and_eval(tmp_path: Path, capsys):
         "depth": 1,
         "hidden_channels": 8,
         "clamp": 2.0,
+        "prior": "conditional",
     }
     assert checkpoint.extra["kind"] == "images" and checkpoint.extra["levels"] == 17
     assert math.isfinite(checkpoint.extra["val_bpd"])

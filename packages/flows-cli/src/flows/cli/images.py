@@ -151,10 +151,10 @@ def load_images(data: str, key: str | None = None) -> tuple[np.ndarray, int, str
         except ImportError:
             raise CLIError("image flows need flows-image: pip install flows-image") from None
         try:
-            images, levels = load_digits()
+            digits, levels = load_digits()
         except ImportError as error:
             raise CLIError(str(error)) from None
-        return images.numpy(), levels, "digits"
+        return digits.numpy(), levels, "digits"
     path = Path(data)
     source = str(path)
     if not path.exists():

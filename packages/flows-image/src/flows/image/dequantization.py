@@ -155,7 +155,8 @@ class VariationalDequantization(Dequantization):
         self.flow = flow
 
     def forward(self, k: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        dtype = self.flow.zero.dtype if hasattr(self.flow, "zero") else torch.get_default_dtype()
+        zero = getattr(self.flow, "zero", None)  # an ImageFlow's buffer: its dtype
+        dtype = zero.dtype if isinstance(zero, Tensor) else torch.get_default_dtype()
         context = k.to(dtype) / self.levels - 0.5
         v, log_q = self.flow(context).rsample_and_log_prob()
         u = torch.sigmoid(v)

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +116,7 @@ class ConvNet(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int = 64) -> None:
         last = nn.Conv2d(hidden_channels, out_channels, 3, padding=1)
         nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        nn.init.zeros_(cast(Tensor, last.bias))
         super().__init__(
             nn.Conv2d(in_channels, hidden_channels, 3, padding=1),
             nn.ReLU(inplace=True),

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -166,7 +166,7 @@ class ImageFlow(LazyDistribution):
         for steps, shape, split, prior in zip(
             self.stages, self.stage_shapes, self.splits, self.priors, strict=True
         ):
-            transform = ComposedTransform(*(step(c) for step in steps))
+            transform = ComposedTransform(*(step(c) for step in cast(nn.ModuleList, steps)))
             conditioner = None
             if isinstance(prior, (Prior, DiagonalPrior)):
                 conditioner = _bound(prior, c)
