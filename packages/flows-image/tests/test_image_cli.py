@@ -113,6 +113,14 @@ def test_a_tabular_flow_on_images_is_refused(tmp_path: Path, capsys):
     )
 
 
+def test_an_image_flow_on_points_is_refused(tmp_path: Path, capsys):
+    assert main(["fit", "moons", "--flow", "glow", "--out", str(tmp_path / "m.pt")]) == 1
+    assert error_line(capsys) == (
+        "flows: error: 'moons' is a set of points, not images; image flows take the built-in "
+        "'digits', an image file, a folder of them or a .npy array (N, C, H, W)"
+    )
+
+
 def test_sampling_images_needs_an_npy_out(tmp_path: Path, capsys):
     model = tmp_path / "m.pt"
     assert main(["fit", "digits", *TINY, "--out", str(model), "--no-plot"]) == 0  # glow

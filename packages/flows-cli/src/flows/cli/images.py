@@ -54,14 +54,21 @@ KIND = "images"
 # Which path a command takes
 
 
-def _image_preset(name: str | None) -> bool:
-    """Whether ``name`` is a registered image flow (one whose events are images)."""
+def _image_preset(name: str | None, load: bool = True) -> bool:
+    """Whether ``name`` is a registered image flow (one whose events are images).
+
+    Without ``load``, judged from the registry alone (provided by flows-image), so that a
+    tabular run does not import torch before its own checks.
+    """
     if name is None:
         return False
     from flows.core.plugins import RegistryError, preset_spec
 
     try:
-        constructor = preset_spec(name).spec.load()
+        provided = preset_spec(name)
+        if not load:
+            return provided.distribution == "flows-image"
+        constructor = provided.spec.load()
     except (RegistryError, ImportError, AttributeError):
         return False  # the tabular path reports an unknown or broken name in its own words
     return getattr(constructor, "event_rank", 1) == 3
@@ -84,7 +91,7 @@ def wants_images(data: str, flow: str | None) -> bool:
         return True
     if suffix == ".npy" and path.is_file() and (_npy_rank(path) or 0) >= 3:
         return True
-    return _image_preset(flow)
+    return _image_preset(flow, load=False)
 
 
 def image_checkpoint(path: str) -> bool:
@@ -158,6 +165,13 @@ def load_images(data: str, key: str | None = None) -> tuple[np.ndarray, int, str
     path = Path(data)
     source = str(path)
     if not path.exists():
+        from flows.cli.datasets import TOY_SETS
+
+        if data in TOY_SETS:
+            raise CLIError(
+                f"{data!r} is a set of points, not images; image flows take the built-in "
+                "'digits', an image file, a folder of them or a .npy array (N, C, H, W)"
+            )
         raise CLIError(f"no such file or folder {source!r}")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
