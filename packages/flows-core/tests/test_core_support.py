@@ -303,6 +303,23 @@ def test_each_kind_alone_honours_the_contract_and_equals_the_mixed_map(
         torch.testing.assert_close(got, expected)
 
 
+def test_mixed_kinds_computed_by_groups_equal_the_masked_map(dtype, device):
+    from flows.core.support import Support
+
+    grouped = Support(LOW, HIGH).to(dtype=dtype, device=device).transform()
+    assert [kind for kind, _ in grouped.groups] == ["interval", "lower", "upper", "real"]
+    check_elementwise(grouped, features=4, dtype=dtype, device=device)
+    masked = SupportTransform(*bounds(dtype, device))
+    y = 5 * torch.randn(32, 4, dtype=dtype, device=device)
+    for got, expected in zip(grouped.call_and_ladj(y), masked.call_and_ladj(y), strict=True):
+        torch.testing.assert_close(got, expected)
+    x = masked(y)
+    for got, expected in zip(
+        grouped.inv.call_and_ladj(x), masked.inv.call_and_ladj(x), strict=True
+    ):
+        torch.testing.assert_close(got, expected)
+
+
 def test_check_elementwise_catches_a_sample_on_the_bound(device):
     # A sigmoid without clamping rounds to 1 in float32 for large inputs.
     class Naive(SupportTransform):

@@ -52,7 +52,7 @@ from torch.types import _size
 from flows.core.distributions.flow import NormalizingFlow
 from flows.core.lazy import LazyDistribution
 from flows.core.transforms.base import ComposedTransform, sum_rightmost
-from flows.core.transforms.support import SupportTransform, kind_of
+from flows.core.transforms.support import SupportTransform, kind_groups, kind_of
 
 #: A normalized support: ``(low, high)``, two floats or two lists of one float per feature.
 Normalized = tuple[float | list[float], float | list[float]]
@@ -288,18 +288,30 @@ class Support(nn.Module):
 
     low: Tensor
     high: Tensor
+    order: Tensor
 
     def __init__(self, low: float | Sequence[float], high: float | Sequence[float]) -> None:
         super().__init__()
         dtype = torch.get_default_dtype()
         self.register_buffer("low", torch.tensor(low, dtype=dtype), persistent=False)
         self.register_buffer("high", torch.tensor(high, dtype=dtype), persistent=False)
-        # Known from the floats, so that the transform computes the one map it needs.
+        # Known from the floats, so that the transform computes the one map it needs, or
+        # each map on its own features.
         self.kind = kind_of(low, high)
+        self.kinds: list[str] = []
+        if self.kind == "mixed":
+            groups, order = kind_groups(low, high)  # type: ignore[arg-type]
+            for kind, indices in groups:
+                self.register_buffer(f"index_{kind}", torch.tensor(indices), persistent=False)
+                self.kinds.append(kind)
+            self.register_buffer("order", torch.tensor(order), persistent=False)
 
     def transform(self) -> SupportTransform:
         """The bijection from the real line onto the support."""
-        return SupportTransform(self.low, self.high, self.kind)
+        if self.kind != "mixed":
+            return SupportTransform(self.low, self.high, self.kind)
+        groups = [(kind, getattr(self, f"index_{kind}")) for kind in self.kinds]
+        return SupportTransform(self.low, self.high, "mixed", groups, self.order)
 
     def forward(self, distribution: Distribution) -> Distribution:
         return restrict(distribution, self.transform())

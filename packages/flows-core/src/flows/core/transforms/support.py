@@ -20,10 +20,11 @@ not defined.
 
 from __future__ import annotations
 
-__all__ = ["KINDS", "SupportTransform", "kind_of"]
+__all__ = ["KINDS", "SupportTransform", "kind_groups", "kind_of"]
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ from torch.distributions import constraints
 from flows.core.transforms.base import UnivariateTransform
 
 Bound = float | Sequence[float] | Tensor
+_OneKind = Callable[[str, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 #: The kinds of a support, each computed alone; "mixed" holds several, one per feature.
 KINDS = ("interval", "lower", "upper", "real", "mixed")
@@ -54,6 +56,25 @@ def kind_of(low: float | Sequence[float], high: float | Sequence[float]) -> str:
     )
     kinds = {KINDS[2 * math.isinf(a) + math.isinf(b)] for a, b in zip(lows, highs, strict=True)}
     return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def kind_groups(
+    low: Sequence[float], high: Sequence[float]
+) -> tuple[list[tuple[str, list[int]]], list[int]]:
+    """The features of each kind, ``[(kind, indices), ...]``, and the permutation ``order``
+    that puts their concatenation back in the features' order.
+
+    Example:
+        >>> inf = float("inf")
+        >>> kind_groups([0.0, -inf, 0.0], [1.0, inf, inf])
+        ([('interval', [0]), ('lower', [2]), ('real', [1])], [0, 2, 1])
+    """
+    kinds = [kind_of(a, b) for a, b in zip(low, high, strict=True)]
+    groups = [(k, [i for i, kind in enumerate(kinds) if kind == k]) for k in KINDS]
+    groups = [(k, indices) for k, indices in groups if indices]
+    concatenated = [i for _, indices in groups for i in indices]
+    order = sorted(range(len(concatenated)), key=concatenated.__getitem__)
+    return groups, order
 
 
 def _bound(name: str, value: Bound) -> float | Tensor:
@@ -82,6 +103,11 @@ class SupportTransform(UnivariateTransform):
         kind: The kind every feature has (see :data:`KINDS`), so that only its map is
             computed; by default, found from float bounds, and ``"mixed"`` for tensors (whose
             values are not read on the host). A wrong kind gives wrong values.
+        groups: For a ``"mixed"`` kind, the features of each kind, ``(kind, index)``
+            pairs (see :func:`kind_groups`), so that each map is computed on its features
+            alone; by default, every map on every feature, masked.
+        order: With ``groups``, the permutation that puts their concatenation back in the
+            features' order.
 
     Example:
         >>> inf = float("inf")
@@ -95,7 +121,14 @@ class SupportTransform(UnivariateTransform):
         tensor([True, True, True])
     """
 
-    def __init__(self, low: Bound, high: Bound, kind: str | None = None) -> None:
+    def __init__(
+        self,
+        low: Bound,
+        high: Bound,
+        kind: str | None = None,
+        groups: Sequence[tuple[str, Tensor]] | None = None,
+        order: Tensor | None = None,
+    ) -> None:
         super().__init__()
         if kind is None:
             plain = not isinstance(low, Tensor) and not isinstance(high, Tensor)
@@ -105,6 +138,10 @@ class SupportTransform(UnivariateTransform):
         self.low = _bound("low", low)
         self.high = _bound("high", high)
         self.kind = kind
+        if (groups is None) != (order is None):
+            raise ValueError("groups and order must be given together")
+        self.groups = None if groups is None else list(groups)
+        self.order = order
 
     @constraints.dependent_property(is_discrete=False)
     def codomain(self) -> constraints.Constraint:
@@ -141,24 +178,32 @@ class SupportTransform(UnivariateTransform):
 
     def call_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.kind != "mixed":
-            x, ladj = self._call_one_kind(y)
+            x, ladj = _call_one_kind(self.kind, y, *self._bounds(y))
+        elif self.groups is not None:
+            x, ladj = self._grouped(_call_one_kind, y)
         else:
             x, ladj = self._call_mixed(y)
         inner_low, inner_high = self.open_bounds(y)
         return torch.clamp(x, inner_low, inner_high), ladj
 
-    def _call_one_kind(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        low, high = self._bounds(y)
-        if self.kind == "interval":
-            width = high - low
-            up, down = F.softplus(y), F.softplus(-y)
-            x = torch.where(y < 0, low + width * torch.exp(-down), high - width * torch.exp(-up))
-            return x, torch.log(width) - up - down
-        if self.kind == "lower":
-            return low + F.softplus(y), -F.softplus(-y)
-        if self.kind == "upper":
-            return high - F.softplus(-y), -F.softplus(y)
-        return y, torch.zeros_like(y)
+    def _grouped(self, one_kind: _OneKind, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``one_kind`` on each group of features of one kind, put back in the features' order."""
+        low, high = self._bounds(v)
+        low, high = low.expand(v.shape[-1:]), high.expand(v.shape[-1:])
+        values, ladjs = [], []
+        for kind, index in self.groups or ():
+            value, ladj = one_kind(
+                kind,
+                v.index_select(-1, index),
+                low.index_select(-1, index),
+                high.index_select(-1, index),
+            )
+            values.append(value)
+            ladjs.append(ladj)
+        order = cast(Tensor, self.order)  # given with the groups
+        return torch.cat(values, -1).index_select(-1, order), torch.cat(ladjs, -1).index_select(
+            -1, order
+        )
 
     def _call_mixed(self, y: Tensor) -> tuple[Tensor, Tensor]:
         interval, lower, upper, a, b, width = self._kinds(y)
@@ -180,21 +225,11 @@ class SupportTransform(UnivariateTransform):
         return x, ladj
 
     def inverse_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.kind == "mixed":
-            return self._inverse_mixed(x)
-        low, high = self._bounds(x)
-        if self.kind == "interval":
-            log_low, log_high = torch.log(x - low), torch.log(high - x)
-            return log_low - log_high, torch.log(high - low) - log_low - log_high
-        if self.kind == "lower":
-            distance = x - low
-            tail = torch.log(-torch.expm1(-distance))
-            return distance + tail, -tail
-        if self.kind == "upper":
-            distance = high - x
-            tail = torch.log(-torch.expm1(-distance))
-            return -(distance + tail), -tail
-        return x, torch.zeros_like(x)
+        if self.kind != "mixed":
+            return _inverse_one_kind(self.kind, x, *self._bounds(x))
+        if self.groups is not None:
+            return self._grouped(_inverse_one_kind, x)
+        return self._inverse_mixed(x)
 
     def _inverse_mixed(self, x: Tensor) -> tuple[Tensor, Tensor]:
         interval, lower, upper, a, b, width = self._kinds(x)
@@ -224,3 +259,32 @@ class SupportTransform(UnivariateTransform):
             return f"{bound:g}"
 
         return f"{type(self).__name__}(low={shown(self.low)}, high={shown(self.high)})"
+
+
+def _call_one_kind(kind: str, y: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x, log |dx/dy|)`` where every feature has ``kind``."""
+    if kind == "interval":
+        width = high - low
+        up, down = F.softplus(y), F.softplus(-y)
+        # sigma(y) = exp(-softplus(-y)); from the nearer bound, so that the distance to it
+        # keeps its relative precision in float32.
+        x = torch.where(y < 0, low + width * torch.exp(-down), high - width * torch.exp(-up))
+        return x, torch.log(width) - up - down
+    if kind == "lower":
+        return low + F.softplus(y), -F.softplus(-y)
+    if kind == "upper":
+        return high - F.softplus(-y), -F.softplus(y)
+    return y, torch.zeros_like(y)
+
+
+def _inverse_one_kind(kind: str, x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+    """``(y, log |dy/dx|)`` where every feature has ``kind``."""
+    if kind == "interval":
+        log_low, log_high = torch.log(x - low), torch.log(high - x)
+        return log_low - log_high, torch.log(high - low) - log_low - log_high
+    if kind in ("lower", "upper"):
+        distance = x - low if kind == "lower" else high - x
+        # softplus^{-1}(d) = d + log(1 - exp(-d)); log(1 - exp(-d)) = log(-expm1(-d)).
+        tail = torch.log(-torch.expm1(-distance))
+        return (distance + tail if kind == "lower" else -(distance + tail)), -tail
+    return x, torch.zeros_like(x)
