@@ -145,6 +145,9 @@ class _Builder:
             embedding.append(Standardize(*_statistics(conditions, self.z_score_condition)))
         if self.embedding_net is not None:
             embedding.append(self.embedding_net)
+        # sbi builds on the CPU and moves the estimator where it trains: the embedding net
+        # goes where the simulations are, as the rest of the estimator does.
+        embedding.to(conditions.device)
         with torch.no_grad():
             context = embedding(conditions[:1]).reshape(1, -1).shape[1]
         bounds = None
