@@ -16,10 +16,19 @@ library's eager MAF costs at least, and it has no sampling.
     python benchmarks/run.py                      # 1 thread and all threads
     python benchmarks/run.py --quick              # smoke run, seconds
     python benchmarks/run.py --compile            # add torch.compile'd variants of ours
+    python benchmarks/run.py --device cuda        # on a GPU: small and GPU-sized workloads,
+                                                  # compiled with CUDA graphs (reduce-overhead)
     python benchmarks/run.py --profile            # top ops of our steps (torch.profiler)
     python benchmarks/run.py --json out.json      # machine-readable results
 
 Competitors are optional: a library that is not installed is reported as such and skipped.
+
+On a GPU (``--device cuda``) every measurement ends with ``torch.cuda.synchronize()``, and
+``ours+compile`` is ``torch.compile(mode="reduce-overhead")``: the training step (forward and
+backward) and the whole sampling call, the autoregressive inverse's loop included, each
+replayed as CUDA graphs. The workloads are the small ones (8 features, hidden (64, 64),
+3 transforms, batch 1024) and GPU-sized ones (32 features, hidden (256, 256), 5 transforms,
+batch 65536).
 """
 
 from __future__ import annotations
@@ -65,6 +74,9 @@ class Workload:
     context: int = 0
     spline: bool = False
     passes: int | None = None
+    hidden: tuple[int, ...] = HIDDEN
+    transforms: int = TRANSFORMS
+    batch: int | None = None  # None: the --batch option's
 
     @property
     def params_per_feature(self) -> int:
@@ -83,6 +95,8 @@ class Workload:
             shape += f"+{self.context}c"
         if self.passes is not None:
             shape += f" p{self.passes}"
+        if self.hidden != HIDDEN or self.transforms != TRANSFORMS:
+            shape += f" h{self.hidden[0]}x{self.transforms}"
         return f"{kind} {shape}"
 
 
@@ -91,16 +105,60 @@ WORKLOADS = (
     Workload("nsf", features=8, spline=True),
     Workload("nsf-coupling", features=16, spline=True, passes=2),
     Workload("maf-cond", features=2, context=8),
+    # GPU-sized: run by default on a GPU only.
+    Workload("maf-gpu", features=32, hidden=(256, 256), transforms=5, batch=65536),
+    Workload("nsf-gpu", features=32, spline=True, hidden=(256, 256), transforms=5, batch=65536),
 )
+DEFAULT_WORKLOADS = {
+    "cpu": ("maf", "nsf", "nsf-coupling", "maf-cond"),
+    "cuda": ("maf", "nsf", "maf-cond", "maf-gpu", "nsf-gpu"),
+}
 
-# Targets: (workload, op, library, bound, description).
-# "floor" bounds are on library/floor; "zuko" bounds are on zuko/ours (a speed-up).
+# Targets: (device, workload, op, pair, bound, description). A pair (a, b) is bounded above
+# (a / b <= bound), except a pair starting with "zuko", a speed-up bounded below. "ours*" is
+# the faster of our eager and compiled variants in that run.
 TARGETS = (
-    ("maf", "train", "floor", 1.5, "MAF training step <= 1.5x floor"),
-    ("nsf", "train", "floor", 2.0, "NSF training step <= 2.0x floor"),
-    ("maf", "sample", "zuko", 2.0, "MAF sampling >= 2x faster than zuko"),
-    ("nsf", "sample", "zuko", 2.0, "NSF sampling >= 2x faster than zuko"),
-    ("maf-cond", "train", "floor", 1.2, "conditional MAF training step <= 1.2x floor"),
+    ("cpu", "maf", "train", ("ours", "floor"), 1.5, "MAF training step <= 1.5x floor"),
+    ("cpu", "nsf", "train", ("ours", "floor"), 2.0, "NSF eager training step <= 2.0x floor"),
+    ("cpu", "maf", "sample", ("zuko", "ours"), 2.0, "MAF sampling >= 2x faster than zuko"),
+    ("cpu", "nsf", "sample", ("zuko", "ours"), 2.0, "NSF sampling >= 2x faster than zuko"),
+    (
+        "cpu",
+        "maf-cond",
+        "train",
+        ("ours", "bare"),
+        1.1,
+        "conditional MAF eager training step <= 1.1x bare",
+    ),
+    (
+        "cpu",
+        "maf-cond",
+        "train",
+        ("ours+compile", "floor"),
+        1.05,
+        "conditional MAF compiled training step <= 1.05x floor",
+    ),
+    ("cuda", "maf", "train", ("ours*", "floor"), 1.3, "small MAF training <= 1.3x floor"),
+    ("cuda", "nsf", "train", ("ours*", "floor"), 1.3, "small NSF training <= 1.3x floor"),
+    ("cuda", "nsf-gpu", "train", ("ours*", "floor"), 1.2, "GPU-sized NSF training <= 1.2x floor"),
+    ("cuda", "maf", "sample", ("zuko", "ours*"), 3.0, "small MAF sampling >= 3x faster than zuko"),
+    ("cuda", "nsf", "sample", ("zuko", "ours*"), 3.0, "small NSF sampling >= 3x faster than zuko"),
+    (
+        "cuda",
+        "maf-gpu",
+        "sample",
+        ("zuko", "ours*"),
+        3.0,
+        "GPU-sized MAF sampling >= 3x faster than zuko",
+    ),
+    (
+        "cuda",
+        "nsf-gpu",
+        "sample",
+        ("zuko", "ours*"),
+        3.0,
+        "GPU-sized NSF sampling >= 3x faster than zuko",
+    ),
 )
 
 
@@ -108,10 +166,10 @@ TARGETS = (
 # Builders: each returns a model (nn.Module) or raises ImportError when the library is absent.
 
 
-def _mlp(in_features: int, out_features: int) -> nn.Sequential:
+def _mlp(in_features: int, out_features: int, sizes: tuple[int, ...] = HIDDEN) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = in_features
-    for hidden in HIDDEN:
+    for hidden in sizes:
         layers += [nn.Linear(width, hidden), nn.ReLU()]
         width = hidden
     layers.append(nn.Linear(width, out_features))
@@ -126,7 +184,7 @@ class Floor(nn.Module):
         self.passes = w.inverse_passes
         out_features = w.features * w.params_per_feature
         self.nets = nn.ModuleList(
-            _mlp(w.features + w.context, out_features) for _ in range(TRANSFORMS)
+            _mlp(w.features + w.context, out_features, w.hidden) for _ in range(w.transforms)
         )
 
     def loss(self, inputs: Tensor) -> Tensor:
@@ -139,11 +197,13 @@ class Floor(nn.Module):
         return out
 
 
-def _made_masks(features: int, context: int, reverse: bool) -> list[Tensor]:
+def _made_masks(
+    features: int, context: int, reverse: bool, hidden: tuple[int, ...] = HIDDEN
+) -> list[Tensor]:
     """MADE masks (inputs, hidden, outputs), outputs as (shift, log-scale) per feature."""
     rank = torch.arange(features).flip(0) if reverse else torch.arange(features)
     degree_in = torch.cat((rank + 1, torch.zeros(context, dtype=torch.long)))
-    degrees = [degree_in] + [torch.arange(width) % features for width in HIDDEN]
+    degrees = [degree_in] + [torch.arange(width) % features for width in hidden]
     masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in itertools.pairwise(degrees)]
     degree_out = (rank + 1).repeat_interleave(2)
     masks.append(degree_out[:, None] > degrees[-1][None, :])
@@ -158,11 +218,14 @@ class BareMAF(nn.Module):
         if w.spline:
             raise NotImplementedError("bare is written for the affine MAF only")
         self.features = w.features
+        if len(w.hidden) != 2:
+            raise NotImplementedError("bare is written for two hidden layers")
         self.nets = nn.ModuleList(
-            _mlp(w.features + w.context, 2 * w.features) for _ in range(TRANSFORMS)
+            _mlp(w.features + w.context, 2 * w.features, w.hidden) for _ in range(w.transforms)
         )
         for i, net in enumerate(self.nets):
-            for k, mask in enumerate(_made_masks(w.features, w.context, reverse=i % 2 == 1)):
+            masks = _made_masks(w.features, w.context, i % 2 == 1, w.hidden)
+            for k, mask in enumerate(masks):
                 # Transposed for the first layer, as forward reads it: no copy per call.
                 net.register_buffer(f"mask{k}", mask.T.contiguous() if k == 0 else mask)
         self.bound = -math.log(1e-3)
@@ -185,7 +248,7 @@ class BareMAF(nn.Module):
 
 
 def build_ours(w: Workload) -> nn.Module:
-    kwargs: dict[str, Any] = {"transforms": TRANSFORMS, "hidden_features": HIDDEN}
+    kwargs: dict[str, Any] = {"transforms": w.transforms, "hidden_features": w.hidden}
     if w.passes is not None:
         kwargs["passes"] = w.passes
     if w.spline:
@@ -200,7 +263,7 @@ def build_ours(w: Workload) -> nn.Module:
 def build_zuko(w: Workload) -> nn.Module:
     import zuko
 
-    kwargs: dict[str, Any] = {"transforms": TRANSFORMS, "hidden_features": HIDDEN}
+    kwargs: dict[str, Any] = {"transforms": w.transforms, "hidden_features": w.hidden}
     if w.passes is not None:
         kwargs["passes"] = w.passes
     if w.spline:
@@ -211,9 +274,9 @@ def build_zuko(w: Workload) -> nn.Module:
 class _CouplingNet(nn.Module):
     """A bare MLP with the (inputs, context) signature nflows' coupling layers call."""
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    def __init__(self, in_features: int, out_features: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
-        self.net = _mlp(in_features, out_features)
+        self.net = _mlp(in_features, out_features, hidden)
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
         if context is not None:
@@ -234,9 +297,9 @@ def build_nflows(w: Workload) -> nn.Module:
 
     context = w.context or None
     # MADE with one block and no residual connections is in -> 64 -> 64 -> out, like ours.
-    made = {"num_blocks": len(HIDDEN) - 1, "use_residual_blocks": False}
+    made = {"num_blocks": len(w.hidden) - 1, "use_residual_blocks": False}
     layers = []
-    for i in range(TRANSFORMS):
+    for i in range(w.transforms):
         if i > 0:
             layers.append(ReversePermutation(w.features))
         if w.spline and w.passes == 2:
@@ -245,7 +308,7 @@ def build_nflows(w: Workload) -> nn.Module:
             layers.append(
                 PiecewiseRationalQuadraticCouplingTransform(
                     mask,
-                    lambda n_in, n_out: _CouplingNet(n_in + w.context, n_out),
+                    lambda n_in, n_out: _CouplingNet(n_in + w.context, n_out, w.hidden),
                     num_bins=BINS,
                     tails="linear",
                     tail_bound=BOUND,
@@ -255,7 +318,7 @@ def build_nflows(w: Workload) -> nn.Module:
             layers.append(
                 MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
                     w.features,
-                    HIDDEN[0],
+                    w.hidden[0],
                     context_features=context,
                     num_bins=BINS,
                     tails="linear",
@@ -266,7 +329,7 @@ def build_nflows(w: Workload) -> nn.Module:
         else:
             layers.append(
                 MaskedAffineAutoregressiveTransform(
-                    w.features, HIDDEN[0], context_features=context, **made
+                    w.features, w.hidden[0], context_features=context, **made
                 )
             )
     return Flow(CompositeTransform(layers), StandardNormal([w.features]))
@@ -286,12 +349,23 @@ BUILDERS: dict[str, Callable[[Workload], nn.Module]] = {
 
 
 def make_ops(
-    lib: str, model: nn.Module, w: Workload, batch: int, compiled: bool = False
+    lib: str,
+    model: nn.Module,
+    w: Workload,
+    batch: int,
+    compiled: bool = False,
+    device: torch.device | None = None,
+    mode: str | None = None,
 ) -> dict[str, Callable[[], Any]]:
-    """The training step and the sampling call of one model, as closures over fixed inputs."""
+    """The training step and the sampling call of one model, as closures over fixed inputs.
+
+    ``compiled`` wraps the loss and the sampling call in ``torch.compile`` in ``mode``; in
+    ``"reduce-overhead"`` each call starts a new CUDA-graph step (its outputs are not kept).
+    """
+    device = torch.device("cpu") if device is None else device
     generator = torch.Generator().manual_seed(SEED)
-    x = torch.randn(batch, w.features, generator=generator)
-    c = torch.randn(batch, w.context, generator=generator) if w.context else None
+    x = torch.randn(batch, w.features, generator=generator).to(device)
+    c = torch.randn(batch, w.context, generator=generator).to(device) if w.context else None
     params = [p for p in model.parameters() if p.requires_grad]
 
     if lib == "floor":
@@ -317,17 +391,22 @@ def make_ops(
             loss_fn = lambda: -model(c).log_prob(x).mean()  # noqa: E731
             sample_fn = lambda: model(c).sample()  # noqa: E731
 
+    graphs = compiled and mode == "reduce-overhead"
     if compiled:
-        loss_fn = torch.compile(loss_fn)
-        sample_fn = torch.compile(sample_fn)
+        loss_fn = torch.compile(loss_fn, mode=mode)
+        sample_fn = torch.compile(sample_fn, mode=mode)
 
     def train() -> None:
         for p in params:
             p.grad = None
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         loss_fn().backward()
 
     def sample() -> None:
         with torch.no_grad():
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             sample_fn()
 
     if sample_fn is None:
@@ -339,10 +418,16 @@ def make_ops(
 # Timing
 
 
+def _synchronize() -> None:
+    """Wait for the GPU's queued work (set to torch.cuda.synchronize by --device cuda)."""
+
+
 def _per_call(fn: Callable[[], Any], number: int) -> float:
+    _synchronize()
     start = time.perf_counter()
     for _ in range(number):
         fn()
+    _synchronize()
     return (time.perf_counter() - start) / number
 
 
@@ -463,18 +548,18 @@ class Row:
 
 
 def build_all(
-    w: Workload, libraries: list[str], compile_ours: bool
+    w: Workload, libraries: list[str], compile_ours: bool, device: torch.device | None = None
 ) -> tuple[dict[str, nn.Module], dict[str, str]]:
     models, notes = {}, {}
     for lib in libraries:
         torch.manual_seed(SEED)
         try:
-            models[lib] = BUILDERS[lib](w)
+            models[lib] = BUILDERS[lib](w).to(device)
         except (ImportError, AttributeError, NotImplementedError, TypeError) as error:
             notes[lib] = f"unavailable: {type(error).__name__}: {error}"[:160]
     if compile_ours and "ours" in models:
         torch.manual_seed(SEED)
-        models["ours+compile"] = BUILDERS["ours"](w)
+        models["ours+compile"] = BUILDERS["ours"](w).to(device)
     return models, notes
 
 
@@ -484,13 +569,17 @@ def run_workload(
     libraries: list[str],
     args: argparse.Namespace,
 ) -> list[Row]:
-    models, notes = build_all(w, libraries, args.compile)
+    device = torch.device(args.device)
+    models, notes = build_all(w, libraries, args.compile, device)
     ops: dict[str, dict[str, Callable[[], Any]]] = {}
+    batch = w.batch if w.batch is not None else args.batch
     for name, model in models.items():
         lib = "ours" if name == "ours+compile" else name
         compiled = name == "ours+compile"
         try:
-            ops[name] = make_ops(lib, model, w, args.batch, compiled=compiled)
+            ops[name] = make_ops(
+                lib, model, w, batch, compiled=compiled, device=device, mode=args.compile_mode
+            )
         except Exception as error:  # a library whose API differs must not stop the run
             notes[name] = f"failed: {type(error).__name__}: {error}"[:160]
     rows = []
@@ -543,19 +632,31 @@ def format_row(row: Row) -> str:
     return line
 
 
-def check_targets(rows: list[Row]) -> list[dict[str, Any]]:
+def _fastest_ours(row: Row, pair: tuple[str, str]) -> tuple[str, str]:
+    """``pair`` with "ours*" replaced by the faster of ours and ours+compile in ``row``."""
+    if "ours*" not in pair:
+        return pair
+    timed = [name for name in ("ours", "ours+compile") if name in row.ms]
+    best = min(timed, key=row.ms.__getitem__) if timed else "ours"
+    first, second = pair
+    return (best if first == "ours*" else first, best if second == "ours*" else second)
+
+
+def check_targets(rows: list[Row], device: str = "cpu") -> list[dict[str, Any]]:
     checks = []
     for row in rows:
-        for workload, op, against, bound, description in TARGETS:
-            if (row.workload, row.op) != (workload, op):
+        for where, workload, op, wanted, bound, description in TARGETS:
+            if where != device or (row.workload, row.op) != (workload, op):
                 continue
-            pair = ("ours", "floor") if against == "floor" else ("zuko", "ours")
+            pair = _fastest_ours(row, wanted)
+            speedup = pair[0] == "zuko"
             quartiles = row.ratio_quartiles(*pair)
             value = None if quartiles is None else quartiles[1]
             if value is None:
-                passed, shown = False, "-"
+                missing = [name for name in pair if name not in row.samples]
+                passed, shown = False, f"not measured ({', '.join(missing)} not timed)"
             else:
-                passed = value <= bound if against == "floor" else value >= bound
+                passed = value >= bound if speedup else value <= bound
                 shown = (
                     f"{pair[0]}/{pair[1]} = {value:.2f}x "
                     f"(quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f})"
@@ -632,12 +733,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,all", help="comma list of counts or 'all'")
     parser.add_argument("--quick", action="store_true", help="fast smoke run")
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd ours")
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode of ours+compile (default: reduce-overhead, CUDA graphs, on a "
+        "GPU; default on the CPU)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda[:N]; on a GPU --compile is implied and the threads option is ignored",
+    )
     parser.add_argument("--profile", action="store_true", help="torch.profiler top ops")
     parser.add_argument("--profile-rows", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--min-time", type=float, default=None, help="seconds per measurement")
     parser.add_argument("--batch", type=int, default=BATCH)
-    parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    parser.add_argument(
+        "--workloads",
+        default=None,
+        help="comma list (default: the small ones on a CPU, small and GPU-sized on a GPU): "
+        + ",".join(w.name for w in WORKLOADS),
+    )
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
     parser.add_argument("--no-commands", action="store_true", help="skip import/CLI timings")
     parser.add_argument("--json", type=Path, default=None, help="write results to this file")
@@ -647,14 +764,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.min_time is None:
         args.min_time = 0.02 if args.quick else 0.1
 
+    global _synchronize
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            print(f"benchmarks/run.py: error: --device {args.device}: no CUDA device here")
+            return 2
+        torch.cuda.set_device(device)
+        _synchronize = torch.cuda.synchronize
+        args.compile = True
+        args.threads = "1"  # the host's threads do not matter to the GPU's kernels
+    if args.compile_mode is None:
+        args.compile_mode = "reduce-overhead" if device.type == "cuda" else "default"
+    names = DEFAULT_WORKLOADS.get(device.type, DEFAULT_WORKLOADS["cpu"])
+    if args.workloads is not None:
+        names = tuple(args.workloads.split(","))
     libraries = [lib.strip() for lib in args.libraries.split(",")]
-    workloads = [w for w in WORKLOADS if w.name in args.workloads.split(",")]
+    workloads = [w for w in WORKLOADS if w.name in names]
     info = machine()
     info["batch"] = args.batch
+    info["device"] = str(device)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
     print(
         f"torch {info['torch']}, python {info['python']}, {info['cpu_count']} CPUs, "
-        f"load average at start {info['loadavg_start']}, batch {args.batch}, hidden {HIDDEN}, "
-        f"{TRANSFORMS} transforms, {args.repeats} repeats (median), times in ms per call"
+        f"device {info.get('gpu', device)}, "
+        f"load average at start {info['loadavg_start']}, batch {args.batch} (GPU-sized: "
+        f"65536), hidden {HIDDEN}, {TRANSFORMS} transforms, {args.repeats} repeats (median), "
+        f"times in ms per call, ours+compile in mode {args.compile_mode if args.compile else '-'}"
     )
 
     rows: list[Row] = []
@@ -693,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
             shown = f"{result['median']:.3f} s" if result["ok"] else f"skipped ({result['note']})"
             print(f"  {label:<34}{shown}")
 
-    checks = check_targets(rows)
+    checks = check_targets(rows, device.type)
     listing = commands.get("flows list-transforms")
     if listing is not None:
         checks.append(
@@ -725,6 +862,8 @@ def main(argv: list[str] | None = None) -> int:
                 "bins": BINS,
                 "repeats": args.repeats,
                 "min_time": args.min_time,
+                "device": str(device),
+                "compile_mode": args.compile_mode if args.compile else None,
             },
             "rows": [asdict(r) for r in rows],
             "commands": commands,
