@@ -3,6 +3,7 @@ ELBO training, the predictive spread, and the checkpoint round trip."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 
@@ -174,6 +175,14 @@ def test_save_and_load_keep_the_posterior(tmp_path, dtype, device):
         torch.testing.assert_close(
             mean_flow.to(dtype=dtype)(c).log_prob(x), density(bayesian, x, c)
         )
+
+
+def test_a_flow_that_drew_weights_can_be_copied(dtype, device):
+    bayesian, x, c = build("maf-context", dtype, device)
+    density(bayesian, x, c).sum().backward()
+    twin = copy.deepcopy(bayesian)
+    with bayesian.posterior_mean(), twin.posterior_mean():
+        torch.testing.assert_close(density(twin, x, c), density(bayesian, x, c))
 
 
 def test_errors_name_what_is_wrong(tmp_path, device):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from flows.core import MAF, FitDivergedError, VariationalResult, fit_to_target
+from flows.core import GMM, MAF, FitDivergedError, VariationalResult, fit_to_target
 from flows.core.distributions import DiagNormal
 from flows.core.lazy import LazyDistribution
 from flows.core.variational import VariationalProgress
@@ -257,6 +257,8 @@ def test_log_density_returning_nan_or_no_gradient_or_no_tensor_is_refused(device
 
 def test_bad_arguments_name_themselves(device):
     q = Gaussian().to(device)
+    with pytest.raises(TypeError, match=r"flow builds a Mixture, which has no reparameterized"):
+        fit_to_target(GMM(2, components=2).to(device), lambda x: -(x**2).sum(-1), steps=1)
     with pytest.raises(ValueError, match="estimator must be one of"):
         fit_to_target(q, lambda x: -(x**2).sum(-1), estimator="kl")
     with pytest.raises(ValueError, match="the iwae estimator needs samples >= 2, got 1"):

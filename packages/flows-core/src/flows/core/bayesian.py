@@ -35,7 +35,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -140,7 +140,7 @@ class BayesianFlow(LazyDistribution):
         means = []
         for name in self.names:
             owner, leaf = owner_of(self.flow, name)
-            means.append(owner._parameters[leaf])
+            means.append(cast(Tensor, owner._parameters[leaf]))  # checked in __init__
         return means
 
     def _masks(self) -> list[Tensor | None]:
@@ -201,6 +201,12 @@ class BayesianFlow(LazyDistribution):
         """Let the flow read its parameters (the posterior means) again after a call."""
         for name in self.names:
             unsubstitute(*owner_of(self.flow, name))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A draw left by a call is part of a graph, which copies and pickles cannot hold.
+        if not self._held:
+            self.release()
+        return self.__dict__.copy()
 
     def kl(self) -> Tensor:
         r"""The divergence :math:`\mathrm{KL}(q(w) \| p(w))` summed over the weights.
