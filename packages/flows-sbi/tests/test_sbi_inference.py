@@ -189,3 +189,31 @@ def test_bounded_prior_support_makes_acceptance_one(device):
     assert bool(log_prob.isfinite().all())
     outside = torch.tensor([[1.5, 0.5], [-0.1, 0.5]], device=device)
     assert posterior.posterior_estimator.log_prob(outside[:, None], x_o).isneginf().all()
+
+
+def test_sbi_tutorial_runs_with_only_the_builder_swapped():
+    # sbi's "density estimators" tutorial, its import of posterior_nn replaced by ours.
+    from sbi.inference import simulate_for_sbi
+    from sbi.utils.user_input_checks import check_sbi_inputs, process_prior, process_simulator
+
+    torch.manual_seed(0)
+    prior = BoxUniform(low=-2 * torch.ones(3), high=2 * torch.ones(3))
+
+    def simulator(theta):
+        return theta + 1.0 + torch.randn_like(theta) * 0.1
+
+    prior, num_parameters, prior_returns_numpy = process_prior(prior)
+    simulator = process_simulator(simulator, prior, prior_returns_numpy)
+    check_sbi_inputs(simulator, prior)
+    density_estimator_build_fun = posterior_nn(model="nsf", hidden_features=60, num_transforms=3)
+    inference = NPE(prior=prior, density_estimator=density_estimator_build_fun)
+    theta, x = simulate_for_sbi(simulator, prior, 300, show_progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Maximum number of epochs", category=UserWarning)
+        density_estimator = inference.append_simulations(theta, x).train(max_num_epochs=2)
+    posterior = inference.build_posterior(density_estimator)
+    x_o = torch.zeros(3)
+    samples = posterior.sample((200,), x=x_o, show_progress_bars=False)
+    assert samples.shape == (200, 3) and num_parameters == 3
+    assert density_estimator.net.arguments["transforms"] == 3
+    assert posterior.log_prob(samples[:5], x=x_o).shape == (5,)
