@@ -192,12 +192,13 @@ class InvertibleConv1x1(LazyTransform):
         rotation, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
         p, lower, upper = torch.linalg.lu(rotation)
         diagonal = upper.diagonal()
-        self.register_buffer("permutation", p.float())
-        self.register_buffer("sign", diagonal.sign().float())
+        dtype = torch.get_default_dtype()  # drawn in float64, kept as every other parameter
+        self.register_buffer("permutation", p.to(dtype))
+        self.register_buffer("sign", diagonal.sign().to(dtype))
         self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
-        self.lower = nn.Parameter(lower.float() * self.lower_mask)
-        self.upper = nn.Parameter(upper.triu(1).float())
-        self.log_diagonal = nn.Parameter(diagonal.abs().log().float())
+        self.lower = nn.Parameter(lower.to(dtype) * self.lower_mask)
+        self.upper = nn.Parameter(upper.triu(1).to(dtype))
+        self.log_diagonal = nn.Parameter(diagonal.abs().log().to(dtype))
 
     def _factors(self) -> tuple[Tensor, Tensor]:
         eye = torch.eye(self.lower.shape[0], dtype=self.lower.dtype, device=self.lower.device)
