@@ -375,7 +375,9 @@ def fit_bayesian(
         ``bayesian``; ``history``'s ``train_nll`` is the per-row negative ELBO.
 
     Raises:
-        As :func:`flows.core.fit`; ``ValueError`` for a negative ``kl_weight``.
+        TypeError: ``bayesian`` is not a :class:`BayesianFlow`.
+        ValueError: ``kl_weight`` is negative, or as :func:`flows.core.fit`.
+        FitDivergedError: As :func:`flows.core.fit`.
 
     Example:
         >>> import torch

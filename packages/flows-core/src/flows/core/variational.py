@@ -385,7 +385,7 @@ def fit_to_target(
     def measure(draws: int) -> Tensor:
         # The same base draws at every measure: differences are the weights' own.
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed + 1)
+            torch.manual_seed((seed + 1) % 2**63)
             return _measure(flow, target, context, draws)
 
     history: list[dict[str, float]] = []
