@@ -446,7 +446,8 @@ def _grid(images: np.ndarray, levels: int) -> np.ndarray:
     n, c, h, w = images.shape
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    canvas = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1, c))
+    # Gaps of NaN, which imshow leaves transparent: white lines between the images.
+    canvas = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, c), np.nan)
     for i, image in enumerate(images):
         r, q = divmod(i, cols)
         canvas[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = image.transpose(
