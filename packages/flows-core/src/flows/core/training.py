@@ -447,6 +447,8 @@ def compile_sampler(
         return distribution.sample(shape)
 
     chosen: list[Callable[[Tensor | None, tuple[int, ...]], Tensor]] = [draw]
+    # A CUDA graph's outputs live in its memory pool, which the next replay overwrites.
+    graphs = options is not None and options.get("mode") == "reduce-overhead"
     if options is not None:
         reason = _compile_unavailable()
         if reason is None:
@@ -462,7 +464,8 @@ def compile_sampler(
         import torch._dynamo.exc
 
         try:
-            return chosen[0](c, shape)
+            samples = chosen[0](c, shape)
+            return samples.clone() if graphs else samples
         except torch._dynamo.exc.TorchDynamoException as error:
             _warn_eager(error, "sampling")
             chosen[0] = draw
