@@ -30,7 +30,7 @@ import griffe
 
 ROOT = Path(__file__).resolve().parents[3]
 # The distributions in the order of their dependencies: the reference follows it.
-PACKAGES = ("nn", "core", "splines", "ode", "sbi", "image", "cli")
+PACKAGES = ("nn", "core", "splines", "ode", "sbi", "pyro", "image", "cli")
 SEARCH_PATHS = [ROOT / "packages" / f"flows-{name}" / "src" for name in PACKAGES]
 
 

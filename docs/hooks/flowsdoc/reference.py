@@ -25,6 +25,7 @@ _DISTRIBUTION_ROLES = {
     "splines": "spline and monotonic univariate transforms and the flows built on them",
     "ode": "continuous normalizing flows",
     "sbi": "any preset as a density estimator of sbi's NPE and NLE",
+    "pyro": "any preset as a Pyro guide for stochastic variational inference",
     "image": "image flows: Glow and RealNVP, invertible 1x1 convolutions, dequantization",
     "cli": "the `flows` command (its modules are documented for contributors)",
 }

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 __all__ = ["FlowGuide", "FlowPosterior"]
 
-# Other objects are named as ``code``, not Sphinx roles: docs/pages/pyro.md renders this module
-# outside the generated API reference, whose role resolver knows only the packages it lists.
+# Pyro's objects are named as ``code``, not Sphinx roles: the docs' role resolver links flows'
+# objects only, and fails the build on a library it does not know.
 
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -123,13 +123,13 @@ class FlowGuide(AutoContinuous):
     Arguments:
         model: A Pyro model whose latent sites are continuous.
         flow: The flow: a preset's registered name (``"maf"``, ``"nsf"``, ``"iaf"``, ... as
-            ``flows.core.plugins.get_preset`` finds them), a constructor called as
-            ``flow(features=D, **kwargs)``, or a built ``flows.core.LazyDistribution``
+            :func:`flows.core.plugins.get_preset` finds them), a constructor called as
+            ``flow(features=D, **kwargs)``, or a built :class:`flows.core.LazyDistribution`
             (unconditional, of :math:`D` features, used as it is). The default, ``"iaf"``,
             draws a sample and its log-density in one pass per layer. A flow the guide builds is
             moved to the dtype and device of the model's latent values.
-        quantile_samples: The number of flow samples from which ``median()`` and
-            ``quantiles()`` estimate.
+        quantile_samples: The number of flow samples from which :meth:`median` and
+            :meth:`quantiles` estimate.
         init_loc_fn: Where the model's latent sites are set while the guide inspects it (the
             values only give the shapes: the flow starts where the preset starts).
         kwargs: The preset's keyword arguments (``transforms``, ``hidden_features``, ...).
@@ -253,7 +253,7 @@ class FlowGuide(AutoContinuous):
 
     @torch.no_grad()
     def median(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
-        """Estimated posterior median of every latent site (see ``quantiles()``).
+        """Estimated posterior median of every latent site (see :meth:`quantiles`).
 
         Returns:
             Each site's name mapped to a tensor of the site's shape.
