@@ -153,6 +153,8 @@ def test_guide_refuses_bad_flows(dtype, device):
         r"got event_shape \(4,\)",
     ):
         wrong()
+    with pytest.raises(ValueError, match="flow must have 5 features"):
+        wrong()  # a second call refuses it again rather than sampling a mismatched flow
     not_a_flow = FlowGuide(model, lambda features: torch.nn.Linear(features, features))
     with pytest.raises(
         TypeError,

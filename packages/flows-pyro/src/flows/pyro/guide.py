@@ -188,6 +188,14 @@ class FlowGuide(AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
+        try:
+            self._setup_flow()
+        except (TypeError, ValueError):
+            # Unset, so the next call inspects the model again and raises again.
+            self.prototype_trace = None
+            raise
+
+    def _setup_flow(self) -> None:
         if self._constructor is None:
             assert self.flow is not None
             features = self.flow().event_shape
