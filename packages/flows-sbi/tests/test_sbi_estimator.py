@@ -88,17 +88,21 @@ def test_loss_is_negative_log_prob_per_row(device, dtype):
 
 
 def test_standardization_changes_log_prob_by_its_log_determinant(device, dtype):
-    # With the same flow weights, standardizing theta by a scale s subtracts sum(log s).
-    estimator = build(device, dtype)
-    raw = build(device, dtype, **{})
-    raw._input_shift.zero_()
-    raw._input_scale.fill_(1.0)
-    raw._log_scale.zero_()
-    theta = torch.randn(4, 2, device=device, dtype=dtype)
-    x = torch.randn(4, 3, device=device, dtype=dtype)
-    z = (theta - estimator._input_shift) / estimator._input_scale
-    expected = raw.log_prob(z, x) - estimator._input_scale.log().sum()
-    torch.testing.assert_close(estimator.log_prob(theta, x), expected)
+    # "independent" standardizes theta by its simulations' mean m and deviation s: the same
+    # flow on pre-standardized theta gives the density of (theta - m) / s, log s_i apart.
+    torch.manual_seed(0)
+    theta, x = 3.0 + 2.0 * torch.randn(200, 2), torch.randn(200, 3)
+    m, s = theta.mean(0), theta.std(0)
+    options = {"transforms": 2, "hidden_features": (16, 16)}
+    scaled = posterior_nn("maf", **options)(theta, x)
+    plain = posterior_nn("maf", z_score_theta="none", **options)((theta - m) / s, x)
+    plain.net.load_state_dict(scaled.net.state_dict())
+    scaled, plain = (e.to(device=device, dtype=dtype) for e in (scaled, plain))
+    m, s = m.to(device=device, dtype=dtype), s.to(device=device, dtype=dtype)
+    probe = torch.randn(4, 2, device=device, dtype=dtype)
+    condition = torch.randn(4, 3, device=device, dtype=dtype)
+    expected = plain.log_prob((probe - m) / s, condition) - s.log().sum()
+    torch.testing.assert_close(scaled.log_prob(probe, condition), expected)
 
 
 def test_density_integrates_to_one_in_original_units(device):

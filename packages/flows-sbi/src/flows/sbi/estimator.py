@@ -47,14 +47,19 @@ class Standardize(nn.Module):
 
     shift: Tensor
     scale: Tensor
+    _bias: Tensor
+    _rscale: Tensor
 
     def __init__(self, shift: Tensor, scale: Tensor) -> None:
         super().__init__()
         self.register_buffer("shift", shift.detach().clone())
         self.register_buffer("scale", scale.detach().clone())
+        # y = x / s - m / s in one fused operation, on every training step.
+        self.register_buffer("_rscale", 1 / self.scale, persistent=False)
+        self.register_buffer("_bias", -self.shift / self.scale, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x - self.shift) / self.scale
+        return torch.addcmul(self._bias, x, self._rscale)
 
 
 class FlowEstimator(ConditionalDensityEstimator):
@@ -118,6 +123,7 @@ class FlowEstimator(ConditionalDensityEstimator):
             raise ValueError("input_scale must be positive")
         self.register_buffer("_input_shift", shift)
         self.register_buffer("_input_scale", scale)
+        self._standardize = Standardize(shift, scale)
         # The log-determinant of the standardization, summed once here instead of per call.
         self.register_buffer("_log_scale", scale.log().sum())
         self._bounded = bounds is not None
@@ -138,6 +144,8 @@ class FlowEstimator(ConditionalDensityEstimator):
         """The flow's context for a ``(*batch, *condition_shape)`` condition: ``(*batch, E)``."""
         self._check_condition_shape(condition)
         dims = len(self.condition_shape)
+        if dims == 1 and condition.dim() == 2:  # sbi's usual (batch, features): no reshapes
+            return self._embedding_net(condition)
         batch = condition.shape[: condition.dim() - dims]
         flat = condition.reshape(-1, *self.condition_shape)
         embedded = self._embedding_net(flat)
@@ -145,8 +153,10 @@ class FlowEstimator(ConditionalDensityEstimator):
 
     def _to_flow(self, input: Tensor) -> Tensor:
         dims = len(self.input_shape)
-        batch = input.shape[: input.dim() - dims]
-        return ((input - self._input_shift) / self._input_scale).reshape(*batch, -1)
+        z = self._standardize(input)
+        if dims == 1:
+            return z
+        return z.reshape(*z.shape[: z.dim() - dims], -1)
 
     def _from_flow(self, z: Tensor) -> Tensor:
         batch = z.shape[:-1]
@@ -188,9 +198,15 @@ class FlowEstimator(ConditionalDensityEstimator):
                 f"input of batch shape {tuple(input.shape[:2])} and condition of batch shape "
                 f"{tuple(context.shape[:2])} do not broadcast (sizes must match, or be 1)"
             ) from None
-        z = self._to_flow(input.expand(*batch, *self.input_shape))
-        context = context.expand(*batch, context.shape[-1])
-        return self.net(context).log_prob(z) - self._log_scale
+        if input.shape[:2] != batch:
+            input = input.expand(*batch, *self.input_shape)
+        if context.shape[:2] != batch:
+            context = context.expand(*batch, context.shape[-1])
+        # One flat batch for the flow: its layers handle (N, F) without the copies that extra
+        # batch dimensions cost them.
+        z = self._to_flow(input).reshape(-1, self._features())
+        context = context.reshape(z.shape[0], -1)
+        return (self.net(context).log_prob(z) - self._log_scale).reshape(batch)
 
     def loss(self, input: Tensor, condition: Tensor, **kwargs: object) -> Tensor:
         """The negative log-density of each ``(batch, *input_shape)`` input, ``(batch,)``."""
