@@ -214,6 +214,60 @@ class _Processes:
             for tensor in [*flow.parameters(), *flow.buffers()]:
                 torch.distributed.broadcast(tensor.data, src=0)
 
+    def initialize_together(
+        self, flow: nn.Module, x: Tensor, c: Tensor | None, batch: Tensor
+    ) -> None:
+        """Initialise the data-dependent layers from the whole first ``batch``, alike everywhere.
+
+        A layer initialised by the first batch it sees (an ``initialized`` buffer still false,
+        as :class:`~flows.core.ActNorm` has) would see only this process's share of it, and
+        each process would start from different weights that no later step brings together.
+        So every process runs the whole batch once, without gradients, as one process would:
+        the layers that initialise keep what they set, every other buffer (running statistics)
+        is put back, and all processes then hold process 0's weights. Nothing in one process.
+        """
+        if self.world == 1:
+            return
+        pending = [
+            module
+            for module in flow.modules()
+            if isinstance(getattr(module, "initialized", None), Tensor)
+            and not bool(module.initialized)
+        ]
+        if pending:
+            kept = {id(b) for module in pending for b in module.buffers(recurse=False)}
+            saved = [(b, b.clone()) for b in flow.buffers() if id(b) not in kept]
+            with torch.no_grad():
+                _nll_sum(flow, x[batch], None if c is None else c[batch])
+                for buffer, value in saved:
+                    buffer.copy_(value)
+        self.broadcast_state(flow)
+
+    def average_running(self, flow: nn.Module) -> None:
+        """Average the running statistics (buffers named ``running_*``) over the processes.
+
+        Each process's :class:`~flows.core.BatchNorm` averages the statistics of its own share
+        of the batches; their mean is what evaluation, sampling and the checkpoint use, the same
+        in every process. The averages are linear, so averaging at every evaluation and
+        continuing is averaging once at the end. Nothing in one process.
+        """
+        if self.world == 1:
+            return
+        running = [
+            b
+            for name, b in flow.named_buffers()
+            if name.rpartition(".")[2].startswith("running_") and b.is_floating_point()
+        ]
+        if not running:
+            return
+        flat = self.all_sum(torch.cat([b.detach().reshape(-1) for b in running]))
+        flat /= self.world
+        offset = 0
+        with torch.no_grad():
+            for b in running:
+                b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                offset += b.numel()
+
     def common_seed(self, seed: int | None, device: torch.device) -> int:
         """``seed`` (drawn from torch's global generator if ``None``) as process 0 has it."""
         if seed is None:
@@ -649,7 +703,11 @@ def fit(
     If :mod:`torch.distributed` is initialized, every process must call :func:`fit` with the
     same data and seed: each takes every ``world_size``-th row of each batch, the gradients are
     summed across processes, and all processes take identical steps, the same steps one process
-    takes on the same global batch (up to the order of floating-point sums).
+    takes on the same global batch (up to the order of floating-point sums). Layers initialised
+    by their first batch (:class:`~flows.core.ActNorm`) are initialised from the whole first
+    global batch, as in one process; running statistics (:class:`~flows.core.BatchNorm`) are
+    averaged over the processes before each evaluation and at the end, so every process ends
+    with the same weights and buffers.
 
     Arguments:
         flow: A lazy distribution: ``flow()`` (or ``flow(c)`` with context) returns a
@@ -775,6 +833,8 @@ def fit(
         for epoch, batch in _batches(n_train, batch_size, total, generator, device):
             at = step + 1
             flow.train()
+            if step == 0:
+                processes.initialize_together(flow, split.train_x, split.train_c, batch)
             step_started = time.perf_counter()
             loss = take_step(batch)
             if scaler is not None:
@@ -798,6 +858,7 @@ def fit(
 
             val_now: float | None = None
             if step % every == 0 or step == total:
+                processes.average_running(flow)
                 flow.eval()
                 train_mean = running.mean()
                 if not math.isfinite(train_mean):
@@ -836,6 +897,7 @@ def fit(
                 break
 
         restored = held > 0 and best.restore()
+        processes.average_running(flow)  # steps since the last evaluation moved them apart
         at = step
         flow.eval()
         train_nll = _mean_nll(flow, split.train_x, split.train_c, processes, eval_chunk, objective)
