@@ -4,6 +4,7 @@ amortized targets, seeds, callbacks, and the errors of bad targets and diverging
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 from flows.core import GMM, MAF, FitDivergedError, VariationalResult, fit_to_target
 from flows.core.distributions import DiagNormal
 from flows.core.lazy import LazyDistribution
-from flows.core.variational import VariationalProgress
+from flows.core.variational import OutsideSupportError, VariationalProgress
 
 # A correlated Gaussian target. The diagonal Gaussian closest to it in reverse KL has its mean
 # and the variances 1 / Lambda_ii of its precision Lambda: 1 - rho^2 = 0.36 here, not 1.
@@ -281,3 +282,36 @@ def test_a_target_that_turns_nan_stops_with_fit_diverged_error(dtype, device):
         fit_to_target(q, poisoned, steps=20, eval_every=10, seed=0)
     for key, value in q.state_dict().items():  # no measure yet: the first weights
         torch.testing.assert_close(value, start[key], rtol=0, atol=0)
+
+
+def unit_square(x: torch.Tensor) -> torch.Tensor:
+    """An unnormalized Beta(2, 2) x Beta(2, 2): -inf outside the unit square."""
+    inside = ((x > 0) & (x < 1)).all(-1)
+    safe = x.clamp(1e-6, 1 - 1e-6)
+    value = (safe.log() + (1 - safe).log()).sum(-1)
+    return torch.where(inside, value, torch.full_like(value, -math.inf))
+
+
+def test_draws_outside_the_target_support_are_named_as_the_cause(dtype, device):
+    flow = MAF(features=2, transforms=1).to(dtype=dtype, device=device)
+    start = {k: v.clone() for k, v in flow.state_dict().items()}
+    with pytest.raises(OutsideSupportError) as raised:
+        fit_to_target(flow, unit_square, steps=20, eval_every=10, seed=0)
+    message = str(raised.value)
+    assert message.startswith("log_density 'unit_square' returned -inf at ")
+    assert "the flow put samples where log_density is -inf, outside the target's support" in (
+        message
+    )
+    assert "support=(low, high)" in message and "lower lr" not in message
+    # Still a FitDivergedError, with its step, loss and the first weights restored.
+    assert isinstance(raised.value, FitDivergedError)
+    assert raised.value.loss == math.inf and 0 < raised.value.outside <= raised.value.draws
+    for key, value in flow.state_dict().items():
+        torch.testing.assert_close(value, start[key], rtol=0, atol=0)
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert str(copy) == message and copy.outside == raised.value.outside
+
+    # The advice works: a flow on the target's support fits it.
+    bounded = MAF(features=2, transforms=1, support=(0.0, 1.0)).to(dtype=dtype, device=device)
+    result = fit_to_target(bounded, unit_square, steps=20, eval_every=10, seed=0)
+    assert math.isfinite(result.elbo)

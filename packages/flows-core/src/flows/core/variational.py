@@ -56,13 +56,59 @@ from flows.core.training import (
 )
 from flows.core.validation import check_choice, check_count, check_positive
 
-__all__ = ["ESTIMATORS", "VariationalProgress", "VariationalResult", "fit_to_target"]
+__all__ = [
+    "ESTIMATORS",
+    "OutsideSupportError",
+    "VariationalProgress",
+    "VariationalResult",
+    "fit_to_target",
+]
 
 #: The names :func:`fit_to_target` takes as ``estimator``.
 ESTIMATORS = ("elbo", "stl", "iwae", "renyi")
 
 #: Draws per forward pass when the final diagnostics are measured over many contexts.
 _EVAL_DRAWS_PER_PASS = 2**16
+
+
+class OutsideSupportError(FitDivergedError):
+    """The flow drew points where ``log_density`` is -inf: outside the target's support.
+
+    Their log weights are -inf, so the loss is infinite and its gradient is not a number; a
+    lower learning rate does not help. A flow whose samples stay inside the target's support
+    does: the presets of :mod:`flows.core` take ``support=(low, high)``.
+
+    Arguments:
+        step: The optimizer step at which training stopped.
+        loss: The loss or ELBO that was not finite.
+        what: What was measured: ``"loss"`` or ``"ELBO"``.
+        name: The target function's name, as the message shows it.
+        outside: How many draws so far had ``log_density`` -inf.
+        draws: How many draws ``log_density`` was called on so far.
+
+    Example:
+        >>> error = OutsideSupportError(1, float("inf"), "loss", "'log_density'", 12, 64)
+        >>> isinstance(error, FitDivergedError), error.outside
+        (True, 12)
+    """
+
+    def __init__(
+        self, step: int, loss: float, what: str, name: str, outside: int, draws: int
+    ) -> None:
+        super().__init__(step, loss, what)
+        self.args = (
+            f"log_density {name} returned -inf at {outside} of the {draws} draws of the flow "
+            f"(training stopped at step {step}, {what} {loss}): the flow put samples where "
+            "log_density is -inf, outside the target's support; give the flow that support, "
+            "e.g. MAF(features, support=(low, high)) (every flows.core preset takes support=)",
+        )
+        self.name, self.outside, self.draws = name, outside, draws
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.step, self.loss, self.what, self.name, self.outside, self.draws),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +196,10 @@ class _Target:
         self.log_density = log_density
         self.conditional = conditional
         self.checked = False
+        # The draws at which the target was -inf, counted on the device (read only when the
+        # fit has diverged, to say why): no sync per step.
+        self.outside: Tensor | int = 0
+        self.draws = 0
 
     def __call__(self, x: Tensor, c: Tensor | None) -> Tensor:
         if c is None:
@@ -159,7 +209,18 @@ class _Target:
         if not self.checked:
             self._check(x, value)
             self.checked = True
+        self.outside = self.outside + torch.isneginf(value.detach()).sum()
+        self.draws += value.numel()
         return value
+
+    def diverged(self, step: int, loss: float, what: str) -> FitDivergedError:
+        """The error of a fit that diverged: :class:`OutsideSupportError` if the target was
+        -inf at some draws (the likely cause), else :class:`FitDivergedError`."""
+        outside = int(self.outside)
+        if outside == 0:
+            return FitDivergedError(step, loss, what)
+        name = _describe(self.log_density)
+        return OutsideSupportError(step, loss, what, name, outside, self.draws)
 
     def _check(self, x: Tensor, value: Any) -> None:
         """Refuse a first answer that is not one differentiable number per draw."""
@@ -339,7 +400,9 @@ def fit_to_target(
             the first answer of ``log_density`` has the wrong shape, holds NaN or has no
             gradient with respect to ``x`` (the message names the function and the shapes).
         FitDivergedError: A training loss or a measured ELBO was NaN or infinite; training
-            stopped there and the flow holds the best finite weights seen.
+            stopped there and the flow holds the best finite weights seen. It is an
+            :class:`OutsideSupportError` when ``log_density`` was -inf at some of the flow's
+            draws (a target with bounded support, a flow without it).
 
     Example:
         >>> import torch
@@ -380,7 +443,7 @@ def fit_to_target(
     def diverged(step: int, loss: float, what: str = "loss") -> FitDivergedError:
         best.fallback()
         flow.train(was_training)
-        return FitDivergedError(step, loss, what)
+        return target.diverged(step, loss, what)
 
     def measure(draws: int) -> Tensor:
         # The same base draws at every measure: differences are the weights' own.
