@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 
-from flows.cli.listing import TOY_DESCRIPTIONS, format_table
+from flows.cli.listing import IMAGE_DESCRIPTIONS, TOY_DESCRIPTIONS, format_table
 from flows.cli.main import main
 
 
@@ -62,9 +63,48 @@ def test_format_table_pads_all_but_the_last_column():
 
 def test_datasets_lists_every_built_in_set(capsys):
     from flows.cli.datasets import TOY_SETS
+    from flows.cli.images import IMAGE_SETS
 
     names = [r["name"] for r in run_json(capsys, "datasets")]
-    assert names == sorted(TOY_SETS) == sorted(TOY_DESCRIPTIONS)
+    assert names[: len(TOY_SETS)] == sorted(TOY_SETS) == sorted(TOY_DESCRIPTIONS)
+    assert names[len(TOY_SETS) :] == sorted(IMAGE_SETS) == sorted(IMAGE_DESCRIPTIONS)
+
+
+def test_datasets_describes_digits_as_the_data_is(capsys):
+    records = {r["name"]: r for r in run_json(capsys, "datasets")}
+    digits = records["digits"]
+    assert digits["shape"] == "1797 images, 1x8x8, 17 levels" and digits["features"] == 64
+    assert "scikit-learn" in digits["source"] and "flows-image" in digits["source"]
+    installed = all(importlib.util.find_spec(m) for m in ("flows.image", "sklearn"))
+    assert (digits["status"] == "ok") == installed
+    if not installed:
+        return  # the data cannot be read here; the status said what to install
+    from flows.image.data import load_digits
+
+    images, levels = load_digits()
+    count, *shape = images.shape
+    assert f"{count} images, {'x'.join(map(str, shape))}, {levels} levels" == digits["shape"]
+    assert int(images.max()) + 1 == levels and digits["features"] == images[0].numel()
+
+
+@pytest.mark.parametrize(
+    "missing, expected",
+    [
+        ("flows.image", "flows-image is not installed: pip install 'flows-image[digits]'"),
+        ("sklearn", "scikit-learn is not installed: pip install 'flows-image[digits]'"),
+    ],
+)
+def test_datasets_says_what_digits_needs_when_it_is_missing(
+    missing, expected, capsys, monkeypatch
+):
+    import flows.cli.listing as listing
+
+    found = listing._importable
+    monkeypatch.setattr(listing, "_importable", lambda module: module != missing and found(module))
+    records = {r["name"]: r for r in run_json(capsys, "datasets")}
+    assert records["digits"]["status"] == expected
+    assert records["digits"]["shape"] == "1797 images, 1x8x8, 17 levels"
+    assert {records[name]["status"] for name in TOY_DESCRIPTIONS} == {"ok"}
 
 
 @pytest.mark.parametrize("command", ["list-transforms", "list-flows", "plugins", "datasets"])
@@ -79,12 +119,12 @@ def test_listing_imports_no_torch(command):
         "    except SystemExit as exit:\n"
         "        assert not exit.code, exit.code\n"
         "assert out.getvalue().startswith('NAME'), out.getvalue()\n"
-        "print('torch' in sys.modules, 'numpy' in sys.modules)\n"
+        "print(*(m in sys.modules for m in ('torch', 'numpy', 'sklearn')))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout.split() == ["False", "False"]
+    assert result.stdout.split() == ["False", "False", "False"]
 
 
 def test_python_dash_m_runs_the_command():
