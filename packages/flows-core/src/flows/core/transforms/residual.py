@@ -85,19 +85,44 @@ def solve_tanh_equation(p: Tensor, q: Tensor, c: Tensor, s: Tensor) -> Tensor:
         lo, hi = s0 - p0.abs(), s0 + p0.abs()
         v = s0 - p0 * torch.tanh(q0 * s0 + c0)  # one fixed-point step, inside the bracket
         tolerance = STEP_EPSILONS * torch.finfo(v.dtype).eps
-        for iteration in range(1, MAX_ITERATIONS + 1):
-            t = torch.tanh(q0 * v + c0)
-            f = v + p0 * t - s0
-            lo = torch.where(f < 0, v, lo)
-            hi = torch.where(f > 0, v, hi)
-            newton = v - f / (1 + pq * (1 - t * t))
-            inside = (newton > lo) & (newton < hi)
-            step = torch.where(inside, newton, (lo + hi) / 2) - v
-            v = v + step
-            if iteration % _CHECK_EVERY == 0 and bool(
-                (step.abs() <= tolerance * (1 + v.abs())).all()
-            ):
-                break
+
+        def iterate(
+            v: Tensor, lo: Tensor, hi: Tensor, steps: int = _CHECK_EVERY
+        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            # A few steps, then whether the last was converged everywhere.
+            for _ in range(steps):
+                t = torch.tanh(q0 * v + c0)
+                f = v + p0 * t - s0
+                lo = torch.where(f < 0, v, lo)
+                hi = torch.where(f > 0, v, hi)
+                newton = v - f / (1 + pq * (1 - t * t))
+                inside = (newton > lo) & (newton < hi)
+                step = torch.where(inside, newton, (lo + hi) / 2) - v
+                v = v + step
+            return v, lo, hi, (step.abs() <= tolerance * (1 + v.abs())).all()
+
+        whole, rest = divmod(MAX_ITERATIONS, _CHECK_EVERY)
+        if torch.compiler.is_compiling():
+            # The same iterations and stops, as one loop in the graph: a Python test of the
+            # stop would break it.
+            def body(
+                i: Tensor, v: Tensor, lo: Tensor, hi: Tensor, stop: Tensor
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                return i + _CHECK_EVERY, *iterate(v, lo, hi)
+
+            def running(i: Tensor, v: Tensor, lo: Tensor, hi: Tensor, stop: Tensor) -> Tensor:
+                return (i < whole * _CHECK_EVERY) & ~stop
+
+            start = torch.zeros((), dtype=torch.long, device=v.device)
+            _, v, lo, hi, stop = torch.while_loop(running, body, (start, v, lo, hi, start.bool()))
+            if rest:
+                v = torch.where(stop, v, iterate(v, lo, hi, rest)[0])
+        else:
+            for chunk in range(whole + (rest > 0)):
+                steps = _CHECK_EVERY if chunk < whole else rest
+                v, lo, hi, converged = iterate(v, lo, hi, steps)
+                if bool(converged):
+                    break
     t = torch.tanh(q * v + c)
     return v - (v + p * t - s) / (1 + p * q * (1 - t * t))
 
