@@ -225,3 +225,24 @@ def test_a_missing_extra_is_one_line_and_pt2_still_works(work: Path, capsys, mon
     )
     assert files(work) == before
     assert run(["export", str(work / "m.pt"), "--format", "pt2"], capsys)[0] == 0
+
+
+def test_an_image_checkpoint_is_refused_with_the_reason(tmp_path: Path, capsys):
+    from flows.cli.images import KIND
+    from flows.core import MAF
+    from flows.core.checkpoint import save
+
+    # What `flows fit digits` records beside its flow (a small stand-in flow: only the record
+    # is read before the refusal).
+    extra = {"kind": KIND, "data": "digits", "shape": [1, 8, 8], "levels": 17, "steps": 1}
+    save(MAF(features=64, transforms=1, hidden_features=(8,)), tmp_path / "g.pt", extra=extra)
+    before = files(tmp_path)
+    for format in ("pt2", "onnx"):
+        line = fails(
+            ["export", str(tmp_path / "g.pt"), "--format", format],
+            capsys,
+            f"flows: error: {str(tmp_path / 'g.pt')!r} holds an image flow, and image "
+            "checkpoints cannot be exported yet: ",
+        )
+        assert "(C, H, W) images on K levels" in line and "data statistics" not in line
+    assert files(tmp_path) == before

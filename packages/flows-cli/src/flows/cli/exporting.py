@@ -9,6 +9,9 @@ the original units, as ``flows eval`` and ``flows sample`` do:
   column) and ``c``; output ``x``, the samples. A Gaussian mixture (``gmm``) also takes ``u``,
   uniform in [0, 1), which picks each row's component.
 
+Only tabular checkpoints export: one ``flows fit`` wrote for images (``digits``, ``--flow
+glow``) is refused with the reason.
+
 ``--format onnx`` writes an ONNX model (``.onnx``, needs ``pip install 'flows-core[export]'``),
 ``--format pt2`` a ``torch.export`` program (``.pt2``). The batch size is dynamic; the model
 computes in float32. The file is written whole or not at all, after it was run on probe inputs
@@ -63,6 +66,16 @@ def run_export(args: argparse.Namespace) -> int:
         )
     plan = OutputPlan(force=args.force, inputs={"MODEL": args.model})
     plan.add("--out", out, "model", default=default)
+
+    from flows.cli import images
+
+    if images.image_checkpoint(args.model):
+        raise CLIError(
+            f"{args.model!r} holds an image flow, and image checkpoints cannot be exported yet: "
+            "an exported model takes rows of named columns, while an image flow takes "
+            "(C, H, W) images on K levels through its dequantization, which export does not "
+            "handle"
+        )
 
     from flows.core.export import ExportError, Standardization, export
     from flows.core.export.errors import require
