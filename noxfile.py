@@ -34,17 +34,28 @@ CLOSURE = {
     "cli": ["nn", "core", "cli"],
 }
 
-# Flows packages a suite also installs beyond its closure: flows-sbi's default model, "nsf",
-# is flows-splines'.
-# flows-image's command-line tests run `flows fit digits --flow glow`: flows-cli.
+# Flows packages a suite also installs beyond its closure: flows-sbi's default model, "nsf", is
+# flows-splines'; flows-image's command-line tests run `flows fit digits --flow glow`.
 TEST_EXTRAS = {"sbi": ["splines"], "image": ["cli"]}
+
+# The optional extras a session installs with a package, where that session needs them.
+PLOT = {"cli": "plot"}  # matplotlib: the command's pictures
+TESTED_EXTRAS = {**PLOT, "image": "digits"}  # and scikit-learn's digits
+EVERY_EXTRA = {**TESTED_EXTRAS, "core": "export"}  # and onnx, onnxruntime: the ONNX export
 
 nox.options.sessions = ["lint", "types", "versions", "tests", "plugins", "all", "docs"]
 nox.options.reuse_existing_virtualenvs = False
 
 
-def _paths(names: list[str], editable: bool = False) -> list[str]:
-    paths = [str(PACKAGES / f"flows-{name}") for name in names]
+def _paths(
+    names: list[str], editable: bool = False, extras: dict[str, str] | None = None
+) -> list[str]:
+    """The local packages' paths for pip, each with its extra from ``extras`` if it has one."""
+    extras = extras or {}
+    paths = [
+        str(PACKAGES / f"flows-{name}") + (f"[{extras[name]}]" if name in extras else "")
+        for name in names
+    ]
     if editable:
         return [arg for path in paths for arg in ("-e", path)]
     return paths
@@ -65,16 +76,11 @@ def _require_installed(session: nox.Session, expected: set[str]) -> None:
 @nox.parametrize("package", list(CLOSURE), ids=list(CLOSURE))
 def tests(session: nox.Session, package: str) -> None:
     """Run one package's tests with only that package and its declared closure installed."""
-    paths = _paths(CLOSURE[package])
-    if package == "cli":
-        paths[-1] += "[plot]"  # the optional extra is part of what flows-cli declares
-    if package == "image":
-        # Its command-line tests: the digits (scikit-learn) and the PNG of samples (matplotlib).
-        paths[-1] += "[digits]"
-        paths.append("matplotlib")
     extras = TEST_EXTRAS.get(package, [])
+    # The optional extras are part of what a package declares, so its tests use them.
+    paths = _paths(CLOSURE[package] + extras, extras=TESTED_EXTRAS)
     # One pip call for every local package: the exact sibling pins are not on any index.
-    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths, *_paths(extras))
+    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths)
     _require_installed(session, {f"flows-{name}" for name in CLOSURE[package] + extras})
     session.run(
         "pytest",
@@ -129,8 +135,8 @@ def types(session: nox.Session) -> None:
     packages/ and checks the bodies of unannotated functions everywhere; the installs bring
     the dependencies whose annotations it checks against.
     """
-    paths = _paths(list(CLOSURE), editable=True)
-    paths[-1] += "[plot]"  # matplotlib's annotations, for the plots of flows-cli
+    # matplotlib's annotations, for the plots of flows-cli
+    paths = _paths(list(CLOSURE), editable=True, extras=PLOT)
     session.install(*CONSTRAINTS, "-r", "requirements/types.txt", *paths)
     session.run("mypy", *session.posargs)
 
@@ -157,14 +163,9 @@ def versions(session: nox.Session) -> None:
 @nox.session(name="all")
 def all_(session: nox.Session) -> None:
     """Every package editable, every suite and every docstring example together."""
-    session.install(
-        *CONSTRAINTS,
-        *TEST_REQUIREMENTS,
-        # flows-core with its export extra (onnx, onnxruntime): the ONNX export tests run here.
-        *[p + "[export]" if p.endswith("flows-core") else p for p in _paths(list(CLOSURE), True)],
-        "matplotlib",
-        "scikit-learn",  # flows-image's digits, in its command-line tests
-    )
+    # With every extra: the ONNX export tests run here.
+    paths = _paths(list(CLOSURE), editable=True, extras=EVERY_EXTRA)
+    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths)
     session.run("pytest", "packages", *session.posargs)
     sources = [str(path) for path in sorted(PACKAGES.glob("flows-*/src/flows"))]
     session.run("pytest", "--doctest-modules", *sources)
@@ -184,8 +185,7 @@ def tests_torch(session: nox.Session, torch: str) -> None:
     without context (the default sessions trace a representative few). The constraints file
     pins the default torch, so this session names its own.
     """
-    paths = _paths(list(CLOSURE))
-    paths[-1] += "[plot]"
+    paths = _paths(list(CLOSURE), extras=TESTED_EXTRAS)
     session.install(f"torch=={torch}", "pytest>=8", "hypothesis>=6.100", *paths)
     session.run("python", "-c", f"import torch; assert torch.__version__.startswith({torch!r})")
     suites = [f"packages/flows-{name}/tests" for name in CLOSURE]
@@ -202,8 +202,7 @@ def tests_cuda(session: nox.Session) -> None:
     """
     if shutil.which("nvidia-smi") is None:
         session.skip("no GPU here (no nvidia-smi): tests-cuda ran nothing")
-    paths = _paths(list(CLOSURE))
-    paths[-1] += "[plot]"
+    paths = _paths(list(CLOSURE), extras=TESTED_EXTRAS)
     wanted = os.environ.get("FLOWS_CUDA_TORCH", "torch==2.14.1")
     session.install(wanted, "pytest>=8", "hypothesis>=6.100", *paths)
     available = session.run(
@@ -272,16 +271,15 @@ def vi_bench(session: nox.Session) -> None:
 @nox.session(name="image-bench", default=False)
 def image_bench(session: nox.Session) -> None:
     """Glow on the 8x8 digits beside normflows' Glow: held-out bits/dim and step time."""
-    paths = _paths(["nn", "core", "image"])
-    paths[-1] += "[digits]"
+    paths = _paths(["nn", "core", "image"], extras=TESTED_EXTRAS)
     session.install(*CONSTRAINTS, *paths, "normflows")
     session.run("python", "benchmarks/image.py", *session.posargs)
 
 
 def _install_docs(session: nox.Session) -> None:
     """The site's tools and every package, editable (the reference reads their sources)."""
-    paths = _paths(list(CLOSURE), editable=True)
-    paths[-1] += "[plot]"  # the command's pictures, and the CLI reference of every option
+    # The command's pictures, and the CLI reference of every option.
+    paths = _paths(list(CLOSURE), editable=True, extras=PLOT)
     session.install(*CONSTRAINTS, "-r", "requirements/docs.txt", *paths)
 
 

@@ -114,12 +114,9 @@ def run_fit(args: argparse.Namespace) -> int:
         support = scale_x.standardized_support()
         flow = build_flow(name, features, context, _hyper(args), support).to(workers.device)
 
-        z = torch.as_tensor(scale_x.forward(x.values), dtype=torch.float32)
-        if support is not None:
-            from flows.core.transforms import SupportTransform
-
-            # Rows strictly inside in float64 may round onto a bound in float32: keep them in.
-            z = z.clamp(*SupportTransform(*map(torch.tensor, support)).open_bounds(z))
+        z = scale_x.kept_inside(
+            torch.as_tensor(scale_x.forward(x.values), dtype=torch.float32), x.values
+        )
         zc = None
         if c is not None and scale_c is not None:
             zc = torch.as_tensor(scale_c.forward(c.values), dtype=torch.float32)

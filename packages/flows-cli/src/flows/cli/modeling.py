@@ -188,7 +188,8 @@ class Standardizer:
 
         from flows.core.transforms import SupportTransform
 
-        low, high = SupportTransform(*map(torch.tensor, support)).open_bounds(z)
+        bounds = SupportTransform(torch.tensor(support[0]), torch.tensor(support[1]))
+        low, high = bounds.open_bounds(z)
         inside = ((values > self.low) & (values < self.high)).all(axis=1)
         return torch.where(torch.as_tensor(inside)[:, None], z.clamp(low, high), z)
 

@@ -216,6 +216,7 @@ class FlowGuide(AutoContinuous):
                 "flow must build a LazyDistribution when called with features=, got "
                 f"{type(flow).__name__}"
             )
+        assert self.prototype_trace is not None  # set by _setup_prototype, our only caller
         prototype = next(iter(self.prototype_trace.iter_stochastic_nodes()))[1]["value"]
         self.flow = flow.to(device=prototype.device, dtype=prototype.dtype)
 

@@ -195,7 +195,7 @@ def _constructor(model: object) -> Callable[..., LazyDistribution]:
 
         return get_preset(model)
     if callable(model):
-        return model  # type: ignore[return-value]
+        return model
     raise TypeError(
         f"model must be a preset name or a constructor of lazy flows, got {type(model).__name__}"
     )
