@@ -25,9 +25,6 @@ KNOWN_BREAKS = {
     "cnf": "torchdiffeq's adaptive solver branches on tensor values (flows-ode)",
     "naf": "the monotonic network's derivative calls torch.autograd.grad (flows-splines)",
     "unaf": "the integrand's derivative calls torch.autograd.grad (flows-splines)",
-    "sospf": "sampling's bisection makes a fake-tensor TypeError in dynamo (flows-splines)",
-    "planar": "log_prob's root solve reads Tensor.item() to stop (flows-core residual)",
-    "sylvester": "log_prob's root solve guards on a data-dependent size (flows-core residual)",
 }
 
 

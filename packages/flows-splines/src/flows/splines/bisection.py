@@ -101,4 +101,9 @@ def bisection_inverse(
         tensor([-2.0000,  1.0000,  3.0000])
     """
     steps = bisection_steps(upper - lower, eps)
+    if not torch.is_grad_enabled() or not (y.requires_grad or any(p.requires_grad for p in phi)):
+        # Nothing to differentiate: no autograd node (whose float arguments also confuse
+        # dynamo's tracing of the function's forward in a stepwise inverse).
+        with torch.no_grad():
+            return _bisect(f, y, float(lower), float(upper), steps)
     return _ImplicitInverse.apply(f, derivative, y, float(lower), float(upper), steps, *phi)
