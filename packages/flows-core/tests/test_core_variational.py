@@ -315,3 +315,22 @@ def test_draws_outside_the_target_support_are_named_as_the_cause(dtype, device):
     bounded = MAF(features=2, transforms=1, support=(0.0, 1.0)).to(dtype=dtype, device=device)
     result = fit_to_target(bounded, unit_square, steps=20, eval_every=10, seed=0)
     assert math.isfinite(result.elbo)
+
+
+def test_a_nan_is_not_blamed_on_draws_outside_the_support(dtype, device):
+    # iwae gives draws outside the support zero weight: the fit goes on until the NaN.
+    q = Gaussian().to(dtype=dtype, device=device)
+    calls = []
+
+    def half_line_then_nan(x):
+        calls.append(1)
+        value = -0.5 * (x**2).sum(-1)
+        value = torch.where(x[..., 0] > 1.0, torch.full_like(value, -math.inf), value)
+        return value * math.nan if len(calls) == 4 else value
+
+    with pytest.raises(FitDivergedError) as raised:
+        fit_to_target(
+            q, half_line_then_nan, estimator="iwae", samples=16, steps=20, eval_every=10, seed=0
+        )
+    assert type(raised.value) is FitDivergedError
+    assert str(raised.value) == "training diverged at step 4 (loss nan): lower lr or set clip_grad"

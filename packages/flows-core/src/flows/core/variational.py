@@ -214,9 +214,10 @@ class _Target:
         return value
 
     def diverged(self, step: int, loss: float, what: str) -> FitDivergedError:
-        """The error of a fit that diverged: :class:`OutsideSupportError` if the target was
-        -inf at some draws (the likely cause), else :class:`FitDivergedError`."""
-        outside = int(self.outside)
+        """The error of a fit that diverged: :class:`OutsideSupportError` if the value that was
+        not finite is infinite and the target was -inf at some draws (the cause: a NaN comes
+        from elsewhere), else :class:`FitDivergedError`."""
+        outside = 0 if math.isnan(loss) else int(self.outside)
         if outside == 0:
             return FitDivergedError(step, loss, what)
         name = _describe(self.log_density)
