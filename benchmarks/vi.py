@@ -25,6 +25,10 @@ Each fitted :math:`q` is then scored on fresh draws:
   sets, the row ``exact``;
 - the forward KL :math:`\mathbb{E}_p[\log p - \log q]` on the exact samples (mass-covering:
   large when :math:`q` misses mass that :math:`p` has);
+- the reverse KL :math:`\mathbb{E}_q[\log q - \log p]` on the fresh draws: the negated ELBO
+  (:math:`p` is normalized), the objective every method minimizes, and far less noisy than the
+  ESS when :math:`q` is still far from :math:`p` (in 50 dimensions the ESS of 4096 draws of one
+  fitted :math:`q` ranges over a factor of ten from one set of draws to the next);
 - the effective sample size per draw and the Pareto :math:`\hat{k}` of the importance weights
   :math:`p / q` (:func:`flows.core.importance_diagnostics`);
 - the wall time and the CPU time of the fit (one thread; on a shared machine the CPU time is
@@ -262,13 +266,15 @@ def score(fitted: Fitted, target: Target, exact: Tensor, directions: Tensor) -> 
     n = len(exact)
     with torch.no_grad():
         x, log_q = fitted.draw(n)
-        ess, khat = importance_diagnostics(target.log_prob(x).double() - log_q.double())
+        log_weights = target.log_prob(x).double() - log_q.double()
+        ess, khat = importance_diagnostics(log_weights)
         forward = (target.log_prob(exact).double() - fitted.log_prob(exact).double()).mean()
     sw1, sw2 = sliced_wasserstein(x, exact, directions)
     return {
         "sw1": sw1,
         "sw2": sw2,
         "forward_kl": float(forward),
+        "reverse_kl": float(-log_weights.mean()),
         "ess": float(ess),
         "khat": float(khat),
         "seconds": fitted.seconds,
@@ -305,7 +311,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             results.append(row)
             print(
                 f"  {method:<26} SW1 {row['sw1']:7.3f}  SW2 {row['sw2']:7.3f}  "
-                f"fwd KL {row['forward_kl']:10.3g}  "
+                f"fwd KL {row['forward_kl']:10.3g}  rev KL {row['reverse_kl']:7.3f}  "
                 f"ESS/sample {row['ess']:.3f}  k-hat {row['khat']:6.2f}  "
                 f"{row['seconds']:7.1f} s ({row['cpu_seconds']:.1f} s CPU)",
                 flush=True,
@@ -317,19 +323,19 @@ def table(results: list[dict[str, Any]]) -> str:
     """The results as a Markdown table, with our time over Pyro's best time per target."""
     lines = [
         "| target | method | SW1 (lower) | SW2 (lower) | forward KL (lower) "
-        "| ESS/sample (higher) | k-hat | fit s | fit CPU s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| reverse KL (lower) | ESS/sample (higher) | k-hat | fit s | fit CPU s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results:
         if row["method"] == "exact":
             lines.append(
                 f"| {row['target']} | exact samples (floor) | {row['sw1']:.3f} | {row['sw2']:.3f} "
-                "| | | | | |"
+                "| | | | | | |"
             )
             continue
         lines.append(
             f"| {row['target']} | {row['method']} | {row['sw1']:.3f} | {row['sw2']:.3f} "
-            f"| {row['forward_kl']:.3g} | "
+            f"| {row['forward_kl']:.3g} | {row['reverse_kl']:.3f} | "
             f"{row['ess']:.3f} | {row['khat']:.2f} | {row['seconds']:.1f} | "
             f"{row['cpu_seconds']:.1f} |"
         )
@@ -351,6 +357,7 @@ def verdicts(results: list[dict[str, Any]]) -> list[str]:
             continue
         ess = max(r["ess"] for r in ours), max(r["ess"] for r in pyros)
         sw1 = min(r["sw1"] for r in ours), min(r["sw1"] for r in pyros)
+        reverse = min(r["reverse_kl"] for r in ours), min(r["reverse_kl"] for r in pyros)
         times = [
             f"{ours_name} / {pyro_name} "
             f"{rows[ours_name]['seconds'] / rows[pyro_name]['seconds']:.2f}x "
@@ -360,7 +367,8 @@ def verdicts(results: list[dict[str, Any]]) -> list[str]:
         ]
         out.append(
             f"{name}: best ESS/sample ours {ess[0]:.3f} vs Pyro {ess[1]:.3f}; best SW1 ours "
-            f"{sw1[0]:.3f} vs Pyro {sw1[1]:.3f}; fit time {', '.join(times)}"
+            f"{sw1[0]:.3f} vs Pyro {sw1[1]:.3f}; best reverse KL ours {reverse[0]:.3f} vs Pyro "
+            f"{reverse[1]:.3f}; fit time {', '.join(times)}"
         )
     return out
 
