@@ -21,6 +21,10 @@ PACKAGES = ROOT / "packages"
 # alone holds thousands of modules, and a session imports few of them (measured: 16 s -> 7 s).
 CONSTRAINTS = ("--no-compile", "-c", "requirements/constraints.txt")
 TEST_REQUIREMENTS = ("-r", "requirements/test.txt")
+# The suites run on every core (pytest-xdist), each worker on one torch thread: small flows
+# train fastest on one thread, and workers with more threads than cores would thrash.
+PARALLEL = ("-n", "auto")
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 # The flows packages each package needs, itself included: its declared closure.
 CLOSURE = {
@@ -84,9 +88,10 @@ def tests(session: nox.Session, package: str) -> None:
     _require_installed(session, {f"flows-{name}" for name in CLOSURE[package] + extras})
     session.run(
         "pytest",
+        *PARALLEL,
         f"packages/flows-{package}/tests",
         *session.posargs,
-        env={"FLOWS_ISOLATED": package},
+        env={"FLOWS_ISOLATED": package, **ONE_THREAD},
     )
 
 
@@ -166,9 +171,9 @@ def all_(session: nox.Session) -> None:
     # With every extra: the ONNX export tests run here.
     paths = _paths(list(CLOSURE), editable=True, extras=EVERY_EXTRA)
     session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths)
-    session.run("pytest", "packages", *session.posargs)
+    session.run("pytest", *PARALLEL, "packages", *session.posargs, env=ONE_THREAD)
     sources = [str(path) for path in sorted(PACKAGES.glob("flows-*/src/flows"))]
-    session.run("pytest", "--doctest-modules", *sources)
+    session.run("pytest", *PARALLEL, "--doctest-modules", *sources, env=ONE_THREAD)
 
 
 # The torch releases the suites are run on: the first is the floor every pyproject.toml
@@ -293,7 +298,15 @@ def docs(session: nox.Session) -> None:
     written to build/site.
     """
     _install_docs(session)
-    session.run("pytest", "-p", "no:cacheprovider", "docs/tests", *session.posargs)
+    session.run(
+        "pytest",
+        *PARALLEL,
+        "-p",
+        "no:cacheprovider",
+        "docs/tests",
+        *session.posargs,
+        env=ONE_THREAD,
+    )
     session.run("mkdocs", "build", "--strict")
 
 
