@@ -168,17 +168,15 @@ class ActNorm(LazyTransform):
         return f"shape={self.shape}"
 
 
-class ActNormTransform(Transform):
-    r"""The transform of an :class:`ActNorm` layer, reading (and initialising) its parameters.
-
-    Arguments:
-        layer: The layer whose :math:`\mu` and :math:`s` it applies.
-    """
+class _LayerTransform(Transform):
+    """The transform of a normalization layer: it applies the layer's parameters to events of
+    the layer's rank."""
 
     bijective = True
     sign = +1
+    layer: ActNorm | BatchNorm
 
-    def __init__(self, layer: ActNorm) -> None:
+    def __init__(self, layer: ActNorm | BatchNorm) -> None:
         super().__init__()
         self.layer = layer
 
@@ -189,6 +187,16 @@ class ActNormTransform(Transform):
     @constraints.dependent_property(is_discrete=False)
     def codomain(self) -> constraints.Constraint:
         return constraints.independent(constraints.real, len(self.layer.shape))
+
+
+class ActNormTransform(_LayerTransform):
+    r"""The transform of an :class:`ActNorm` layer, reading (and initialising) its parameters.
+
+    Arguments:
+        layer: The layer whose :math:`\mu` and :math:`s` it applies.
+    """
+
+    layer: ActNorm
 
     def _prepared(self, x: Tensor) -> _Layout:
         layer = self.layer
@@ -292,7 +300,7 @@ class BatchNorm(LazyTransform):
         return f"shape={self.shape}, momentum={self.momentum:g}, eps={self.eps:g}"
 
 
-class BatchNormTransform(Transform):
+class BatchNormTransform(_LayerTransform):
     r"""The transform of a :class:`BatchNorm` layer, in the layer's current mode.
 
     ``_call`` and ``call_and_ladj`` update the layer's running statistics in training mode;
@@ -302,20 +310,7 @@ class BatchNormTransform(Transform):
         layer: The layer whose parameters and statistics it applies.
     """
 
-    bijective = True
-    sign = +1
-
-    def __init__(self, layer: BatchNorm) -> None:
-        super().__init__()
-        self.layer = layer
-
-    @constraints.dependent_property(is_discrete=False)
-    def domain(self) -> constraints.Constraint:
-        return constraints.independent(constraints.real, len(self.layer.shape))
-
-    @constraints.dependent_property(is_discrete=False)
-    def codomain(self) -> constraints.Constraint:
-        return constraints.independent(constraints.real, len(self.layer.shape))
+    layer: BatchNorm
 
     def _statistics(self, x: Tensor, update: bool) -> tuple[_Layout, Tensor, Tensor]:
         """The layout of ``x`` and the mean and variance that normalize it."""
