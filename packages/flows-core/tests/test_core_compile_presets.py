@@ -24,7 +24,6 @@ REPRESENTATIVE = ("maf", "gmm")
 KNOWN_BREAKS = {
     "cnf": "torchdiffeq's adaptive solver branches on tensor values (flows-ode)",
     "naf": "the monotonic network's derivative calls torch.autograd.grad (flows-splines)",
-    "unaf": "the integrand's derivative calls torch.autograd.grad (flows-splines)",
 }
 
 
