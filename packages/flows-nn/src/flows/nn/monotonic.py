@@ -69,6 +69,23 @@ class TwoWayELU(nn.Module):
         head, tail = x.split_with_sizes((convex, features - convex), dim=-1)
         return torch.cat((F.elu(head, self.alpha), -F.elu(-tail, self.alpha)), dim=-1)
 
+    def forward_and_derivative(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Returns the activation and its element-wise derivative, in one pass.
+
+        Example:
+            >>> TwoWayELU().forward_and_derivative(torch.tensor([-1.0, 1.0, -1.0, 1.0]))[1]
+            tensor([0.3679, 1.0000, 1.0000, 0.3679])
+        """
+        features = x.shape[-1]
+        convex = (features + 1) // 2
+        head, tail = x.split_with_sizes((convex, features - convex), dim=-1)
+        # Both halves as ELU(z) with z = x and z = -x: the slope is ELU'(z) in either.
+        z = torch.cat((head, -tail), dim=-1)
+        elu = F.elu(z, self.alpha)
+        y = torch.cat((elu[..., :convex], -elu[..., convex:]), dim=-1)
+        slope = torch.where(z > 0, 1.0, self.alpha * torch.exp(z.clamp_max(0)))
+        return y, slope
+
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 
@@ -133,3 +150,52 @@ class MonotonicMLP(MLP):
             normalize=False,
             **kwargs,
         )
+
+    def forward_and_derivative(self, x: Tensor, feature: int = 0) -> tuple[Tensor, Tensor]:
+        r"""Returns the outputs and their derivatives with respect to one input feature.
+
+        The derivative :math:`\frac{\partial y}{\partial x_j}` is propagated forward with the
+        values (forward-mode differentiation, the chain rule layer by layer): a linear layer
+        maps it by its weight, an activation scales it by its slope. It needs no
+        ``torch.autograd.grad`` (which ``torch.compile`` cannot trace), and stays differentiable.
+
+        Arguments:
+            x: The inputs, with shape :math:`(*, C)`, or :math:`(*, S, C)` if stacked.
+            feature: The index :math:`j` of the input feature.
+
+        Returns:
+            The outputs :math:`y` and :math:`\frac{\partial y}{\partial x_j}`, both with the
+            shape of the outputs.
+
+        Example:
+            >>> net = MonotonicMLP(2, 1, [8])
+            >>> x = torch.randn(5, 2)
+            >>> y, dydx = net.forward_and_derivative(x, feature=0)
+            >>> expected = torch.func.vmap(torch.func.jacrev(net))(x)[..., 0]
+            >>> torch.allclose(dydx, expected)
+            True
+        """
+        if not -self.in_features <= feature < self.in_features:
+            raise ValueError(
+                f"feature must index one of the {self.in_features} input features, got {feature!r}"
+            )
+        tangent: Tensor | None = None
+        for layer in self:
+            if isinstance(layer, TwoWayELU):
+                x, slope = layer.forward_and_derivative(x)
+                assert tangent is not None  # an MLP starts with a linear layer
+                tangent = tangent * slope
+            elif isinstance(layer, MonotonicLinear):
+                weight = layer.effective_weight()
+                if tangent is None:
+                    # The derivative of the inputs is a one-hot vector: take the column.
+                    tangent = weight[..., feature]
+                elif layer.stack is None:
+                    tangent = F.linear(tangent, weight)
+                else:
+                    tangent = torch.einsum("...si,soi->...so", tangent, weight)
+                x = layer(x)
+            else:
+                raise TypeError(f"forward_and_derivative cannot differentiate {layer!r}")
+        assert tangent is not None
+        return x, tangent.expand_as(x)
