@@ -37,9 +37,17 @@ def gaussian_prior(device):
 
 
 @pytest.fixture(scope="module")
-def npe(request):
+def npe(request, tmp_path_factory):
     """A MAF posterior trained by sbi's NPE on the requested device, and its prior."""
     device = request.config.getoption("--device")
+    # Module-scoped, so it runs before the per-test folder of conftest.py: its own folder for
+    # the ./sbi-logs that NPE makes.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("npe"))
+        return _trained_npe(device)
+
+
+def _trained_npe(device):
     torch.manual_seed(0)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
