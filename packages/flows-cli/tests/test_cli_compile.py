@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from flows.cli.main import main
-from flows.core import training
+from flows.core import compiling
 from flows.core.checkpoint import load
 
 TINY = ["--flow", "maf", "--transforms", "1", "--hidden", "8,8", "--epochs", "2", "--no-plot"]
@@ -74,7 +74,7 @@ def test_without_a_compiler_one_note_and_an_eager_fit(
 ) -> None:
     eager = fit(tmp_path, "eager.pt")
     capsys.readouterr()
-    monkeypatch.setattr(training, "_compile_unavailable", lambda: "no compiler here")
+    monkeypatch.setattr(compiling, "compile_unavailable", lambda: "no compiler here")
     fallen = fit(tmp_path, "fallen.pt", "--compile")
     captured = capsys.readouterr()
     assert captured.err.splitlines()[1:] == [

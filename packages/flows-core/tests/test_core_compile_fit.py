@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from flows.core import MAF
-from flows.core import training as training_module
-from flows.core.training import FitResult, compile_sampler, fit
+from flows.core import MAF, compiling
+from flows.core.compiling import compile_sampler
+from flows.core.training import FitResult, fit
 
 TRACED = {"backend": "aot_eager"}
 
@@ -133,7 +133,7 @@ def test_without_a_compiler_the_fit_warns_and_runs_eagerly(
     dtype: torch.dtype, device: torch.device, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     eager = run(dtype, device)
-    monkeypatch.setattr(training_module, "_compile_unavailable", lambda: "no compiler here")
+    monkeypatch.setattr(compiling, "compile_unavailable", lambda: "no compiler here")
     with pytest.warns(UserWarning) as caught:
         fallen = run(dtype, device, compile=True)
     messages = [str(w.message) for w in caught if "torch.compile" in str(w.message)]
@@ -221,7 +221,7 @@ def test_compiled_sampler_without_a_compiler_warns_and_samples_eagerly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     flow = MAF(2, transforms=1)
-    monkeypatch.setattr(training_module, "_compile_unavailable", lambda: "no compiler here")
+    monkeypatch.setattr(compiling, "compile_unavailable", lambda: "no compiler here")
     with pytest.warns(UserWarning) as caught:
         sample = compile_sampler(flow)
     assert [str(w.message) for w in caught] == [

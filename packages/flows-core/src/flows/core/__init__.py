@@ -50,6 +50,7 @@ _EXPORTS = {
     "fit": "flows.core.training",
     "FitDivergedError": "flows.core.training",
     "FitResult": "flows.core.training",
+    "compile_sampler": "flows.core.compiling",
     "load": "flows.core.checkpoint",
     "save": "flows.core.checkpoint",
     "BayesianFlow": "flows.core.bayesian",
@@ -65,6 +66,7 @@ _EXPORTS = {
 _SUBMODULES = (
     "bayesian",
     "checkpoint",
+    "compiling",
     "diagnostics",
     "distributions",
     "layers",
@@ -106,6 +108,7 @@ __all__ = [
     "UnconditionalDistribution",
     "UnconditionalTransform",
     "VariationalResult",
+    "compile_sampler",
     "fit",
     "fit_bayesian",
     "fit_to_target",
@@ -120,6 +123,7 @@ __all__ = [
 if TYPE_CHECKING:
     from flows.core.bayesian import BayesianFlow, fit_bayesian
     from flows.core.checkpoint import load, save
+    from flows.core.compiling import compile_sampler
     from flows.core.diagnostics import importance_diagnostics, psis
     from flows.core.layers import (
         ActNorm,

@@ -17,28 +17,27 @@ weights it had.
 
 The parts of a fit have names, for other training loops to reuse: :class:`_Processes` (rank,
 world, broadcasts and all-reduces), :func:`_split` (the held-out split), :func:`_batches` (the
-epoch and batch order), :class:`_Objective` (the summed NLL, eager or compiled, under autocast
-or not), :func:`_step_gradients` (one step's loss and gradients),
+epoch and batch order), :class:`~flows.core.compiling.Objective` (the summed NLL, eager or
+compiled, under autocast or not), :func:`_step_gradients` (one step's loss and gradients),
 :class:`_RunningLoss` (the losses between evaluations), :func:`_mean_nll` (evaluation) and
 :class:`_BestWeights` (early stopping and the weights it restores).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from flows.core.compiling import AUTOCAST_DTYPES, Loss, Objective, compile_options
 from flows.core.validation import check_count, check_fraction, check_positive
 
-__all__ = ["FitDivergedError", "FitProgress", "FitResult", "compile_sampler", "fit"]
+__all__ = ["FitDivergedError", "FitProgress", "FitResult", "fit"]
 
 
 class FitDivergedError(RuntimeError):
@@ -362,172 +361,6 @@ def _nll_sum(flow: nn.Module, x: Tensor, c: Tensor | None) -> Tensor:
     return -distribution.log_prob(x).sum()
 
 
-NllSum = Callable[[nn.Module, Tensor, "Tensor | None"], Tensor]
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
-
-
-def _compile_options(compile: Any) -> dict[str, Any] | None:
-    """The keyword arguments of :func:`torch.compile` that ``compile`` asks for (``None``:
-    eager).
-
-    Raises:
-        ValueError: ``compile`` is not a bool, one of :data:`COMPILE_MODES` or a dict.
-    """
-    if compile is False or compile is None:
-        return None
-    if compile is True:
-        return {}
-    if isinstance(compile, str) and compile in COMPILE_MODES:
-        return {"mode": compile}
-    if isinstance(compile, dict) and all(isinstance(key, str) for key in compile):
-        return dict(compile)
-    modes = ", ".join(repr(mode) for mode in COMPILE_MODES)
-    raise ValueError(
-        f"compile must be True, False, a mode ({modes}) or a dict of torch.compile "
-        f"arguments, got {compile!r}"
-    )
-
-
-def _compile_unavailable() -> str | None:
-    """Why :func:`torch.compile` cannot run in this process, or ``None`` if it can."""
-    import torch._dynamo  # only a compiled fit pays for importing the compiler
-
-    if not torch._dynamo.is_dynamo_supported():
-        return f"torch {torch.__version__} has no torch.compile for this Python"
-    return None
-
-
-class _Objective:
-    """The summed NLL of a fit's batches: eager, or through one :func:`torch.compile` wrapper.
-
-    The compiled wrapper is made once and serves every training step and every evaluation
-    (torch.compile keeps one graph per grad mode; shapes are dynamic, so the last, shorter
-    batch and the evaluation chunks reuse them). Where compiling fails (no working C++
-    compiler, an unsupported Python), :meth:`fall_back` warns once and the fit goes on eagerly,
-    with the same results.
-
-    Arguments:
-        options: The keyword arguments of :func:`torch.compile`, or ``None`` for eager.
-        autocast: A dtype to run the forward pass under :func:`torch.autocast`, or ``None``.
-        device_type: The flow's device type (``"cpu"``, ``"cuda"``), for autocast.
-    """
-
-    def __init__(
-        self, options: dict[str, Any] | None, autocast: torch.dtype | None, device_type: str
-    ) -> None:
-        self.compiled: NllSum | None = None
-        self.compile_seconds: float | None = None
-        self.autocast = autocast
-        self.device_type = device_type
-        if options is None:
-            return
-        reason = _compile_unavailable()
-        if reason is not None:
-            self.fall_back(reason)
-            return
-        self.compiled = torch.compile(_nll_sum, **{"dynamic": True, **options})
-        self.compile_seconds = 0.0
-
-    def fall_back(self, reason: str | BaseException) -> None:
-        """Warn that the fit goes on eagerly, and do so from now on."""
-        _warn_eager(reason, "fitting")
-        self.compiled = None
-        self.compile_seconds = None
-
-    @property
-    def errors(self) -> tuple[type[BaseException], ...]:
-        """The exceptions that mean the compiler failed (none for an eager fit)."""
-        if self.compiled is None:
-            return ()
-        import torch._dynamo.exc
-
-        return (torch._dynamo.exc.TorchDynamoException,)
-
-    def __call__(self, flow: nn.Module, x: Tensor, c: Tensor | None) -> Tensor:
-        context = (
-            torch.autocast(self.device_type, dtype=self.autocast)
-            if self.autocast is not None
-            else contextlib.nullcontext()
-        )
-        with context:
-            if self.compiled is not None:
-                try:
-                    return self.compiled(flow, x, c)
-                except self.errors as error:
-                    self.fall_back(error)
-            return _nll_sum(flow, x, c)
-
-
-def _warn_eager(reason: str | BaseException, what: str) -> None:
-    if isinstance(reason, BaseException):
-        lines = str(reason).strip().splitlines() or [""]
-        reason = f"{type(reason).__name__}: {lines[0]}"[:300]
-    warnings.warn(f"torch.compile is unavailable ({reason}); {what} eagerly", UserWarning, 3)
-
-
-def compile_sampler(
-    flow: nn.Module, compile: bool | str | dict[str, Any] = True
-) -> Callable[..., Tensor]:
-    r"""Sampling from a lazy flow through :func:`torch.compile`: ``sample(c=None, shape=())``.
-
-    The returned function draws ``flow().sample(shape)`` (or ``flow(c).sample(shape)``) without
-    gradients, compiled once: the whole call, the autoregressive inverse's passes included,
-    is one graph (``"reduce-overhead"`` replays it as a CUDA graph on a GPU). Shapes are
-    dynamic, so another number of samples or of context rows reuses the graph. Where compiling
-    fails, a warning says so and it samples eagerly.
-
-    Arguments:
-        flow: A lazy distribution.
-        compile: As :func:`fit`'s: ``True``, a mode of :data:`COMPILE_MODES` or a dict of
-            :func:`torch.compile` arguments (``False``: eager).
-
-    Returns:
-        ``sample(c=None, shape=())``: samples of shape ``shape + (*, D)``.
-
-    Example:
-        >>> import torch
-        >>> from flows.core import MAF
-        >>> flow = MAF(3, 2, transforms=2)
-        >>> sample = compile_sampler(flow, {"backend": "aot_eager"})
-        >>> sample(torch.randn(5, 2)).shape, sample(torch.randn(7, 2), (4,)).shape
-        (torch.Size([5, 3]), torch.Size([4, 7, 3]))
-    """
-    options = _compile_options(compile)
-
-    def draw(c: Tensor | None, shape: tuple[int, ...]) -> Tensor:
-        distribution = flow() if c is None else flow(c)
-        return distribution.sample(shape)
-
-    chosen: list[Callable[[Tensor | None, tuple[int, ...]], Tensor]] = [draw]
-    # A CUDA graph's outputs live in its memory pool, which the next replay overwrites.
-    graphs = options is not None and options.get("mode") == "reduce-overhead"
-    if options is not None:
-        reason = _compile_unavailable()
-        if reason is None:
-            chosen[0] = torch.compile(draw, **{"dynamic": True, **options})
-        else:
-            _warn_eager(reason, "sampling")
-
-    @torch.no_grad()
-    def sample(c: Tensor | None = None, shape: tuple[int, ...] | torch.Size = ()) -> Tensor:
-        shape = tuple(shape)
-        if chosen[0] is draw:
-            return draw(c, shape)
-        import torch._dynamo.exc
-
-        try:
-            samples = chosen[0](c, shape)
-            return samples.clone() if graphs else samples
-        except torch._dynamo.exc.TorchDynamoException as error:
-            _warn_eager(error, "sampling")
-            chosen[0] = draw
-            return draw(c, shape)
-
-    return sample
-
-
 @torch.no_grad()
 def _mean_nll(
     flow: nn.Module,
@@ -535,11 +368,12 @@ def _mean_nll(
     c: Tensor | None,
     processes: _Processes,
     chunk: int,
-    nll: NllSum = _nll_sum,
+    nll: Loss = _nll_sum,
 ) -> float:
     """Mean NLL over all rows, each process taking its share of them, ``chunk`` at a time.
 
-    ``nll`` computes the summed NLL of a chunk (a compiled :class:`_Objective`, say).
+    ``nll`` computes the summed NLL of a chunk (a compiled
+    :class:`~flows.core.compiling.Objective`, say).
     """
     mine = torch.arange(processes.rank, x.shape[0], processes.world, device=x.device)
     total = torch.zeros(2, dtype=torch.float64, device=x.device)
@@ -558,12 +392,13 @@ def _step_gradients(
     c: Tensor | None,
     batch: Tensor,
     processes: _Processes,
-    nll: NllSum = _nll_sum,
+    nll: Loss = _nll_sum,
     scale: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Set the gradients of the mean NLL of the global ``batch``; return that mean NLL.
 
-    ``nll`` computes the summed NLL of the rows (a compiled :class:`_Objective`, say);
+    ``nll`` computes the summed NLL of the rows (a compiled
+    :class:`~flows.core.compiling.Objective`, say);
     ``scale`` multiplies the loss before the backward pass (a gradient scaler's), the gradients
     staying scaled.
     """
@@ -730,9 +565,10 @@ def fit(
         eval_chunk: Rows per forward pass when measuring NLL without gradients.
         compile: Whether to run the loss through :func:`torch.compile`, compiled once for
             every step and evaluation: ``True`` (the default mode), a mode of
-            :data:`COMPILE_MODES` (``"reduce-overhead"`` captures CUDA graphs on a GPU), or a
-            dict of :func:`torch.compile` arguments (``{"backend": "aot_eager"}``). Where
-            compiling fails, a warning says so and the fit goes on eagerly.
+            :data:`~flows.core.compiling.COMPILE_MODES` (``"reduce-overhead"`` captures CUDA
+            graphs on a GPU), or a dict of :func:`torch.compile` arguments
+            (``{"backend": "aot_eager"}``). Where compiling fails, a warning says so and the
+            fit goes on eagerly.
             :attr:`FitResult.compile_seconds` says what compiling cost.
         autocast: ``torch.bfloat16`` or ``torch.float16`` to run the forward pass under
             :func:`torch.autocast` on the flow's device (the networks in that dtype, the
@@ -765,7 +601,7 @@ def fit(
         True
     """
     _check_arguments(epochs, steps, batch_size, lr, validation, patience, clip_grad, eval_every)
-    options = _compile_options(compile)
+    options = compile_options(compile)
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise ValueError(
             f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
@@ -793,7 +629,7 @@ def fit(
 
     processes.broadcast_state(flow)
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    objective = _Objective(options, autocast, device.type)
+    objective = Objective(_nll_sum, options, autocast, device.type)
     # float16 gradients underflow without a scaled loss; bfloat16 has float32's range.
     scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None
     scale = None if scaler is None else scaler.scale
