@@ -12,6 +12,11 @@ is indistinguishable), the training wall time (``NPE.train``), and the wall time
     python benchmarks/sbi/run.py --simulations 2000 --max-epochs 20   # a reduced budget
     python benchmarks/sbi/run.py --json out.json
 
+A full run (sbi's stopping, 10k simulations, every task) trains each estimator for roughly 90
+to 170 epochs: about 4 minutes of CPU time per 2-D task (nflows' about half of it) and more for
+the 5-D one, some 15 to 20 minutes on one thread of an idle machine; on a loaded one the wall
+time grows with the load. ``--max-epochs 15`` takes about 2 minutes.
+
 Times are per process on ``--threads`` intra-op threads (default 1); the estimators of a task
 run one after another in one process. Each time is given as wall time and as the process's CPU
 time; the targets' verdicts use CPU time, which a machine shared with other work inflates less
@@ -85,6 +90,9 @@ def run(task: Task, name: str, theta, x, x_o, reference, args) -> dict[str, obje
         "train_s": train,
         "train_cpu_s": train_cpu,
         "epochs": epochs,
+        # sbi's held-out loss, the mean negative log-density in theta's units: comparable
+        # across estimators, and less noisy than C2ST for telling fits apart.
+        "best_validation_loss": float(inference._summary["best_validation_loss"][-1]),
         "sample_10k_s": sample,
         "sample_10k_cpu_s": sample_cpu,
         "acceptance": accepted.float().mean().item(),
@@ -125,7 +133,8 @@ def main() -> int:
             print(
                 f"{name:9} {estimator:9} c2st {result['c2st']:.3f}"
                 f"  train {result['train_s']:7.1f} s, cpu {result['train_cpu_s']:7.1f} s"
-                f" ({result['epochs']} epochs)  sample 10k {result['sample_10k_s']:6.3f} s,"
+                f" ({result['epochs']} epochs, val {result['best_validation_loss']:.3f})"
+                f"  sample 10k {result['sample_10k_s']:6.3f} s,"
                 f" cpu {result['sample_10k_cpu_s']:6.3f} s"
                 f"  acceptance {result['acceptance']:.3f}",
                 flush=True,
