@@ -15,12 +15,11 @@ processes takes the same steps as one process on the same global batch. A run wh
 becomes NaN or infinite stops with :class:`FitDivergedError`, the flow holding the best finite
 weights it had.
 
-The parts of a fit have names, for other training loops to reuse: :class:`_Processes` (rank,
-world, broadcasts and all-reduces), :func:`_split` (the held-out split), :func:`_batches` (the
-epoch and batch order), :class:`~flows.core.compiling.Objective` (the summed NLL, eager or
-compiled, under autocast or not), :func:`_step_gradients` (one step's loss and gradients),
-:class:`_RunningLoss` (the losses between evaluations), :func:`_mean_nll` (evaluation) and
-:class:`_BestWeights` (early stopping and the weights it restores).
+The parts of a fit that other training loops reuse (:mod:`flows.core.variational`'s, say) are
+public in this module, though not exported from :mod:`flows.core`: :func:`as_rows` (data
+checked into rows), :func:`epoch_batches` (the epoch and batch order), :class:`RunningLoss`
+(the losses between evaluations) and :class:`BestWeights` (early stopping and the weights it
+restores). The loss, eager or compiled, is :class:`~flows.core.compiling.Objective`'s.
 """
 
 from __future__ import annotations
@@ -144,7 +143,7 @@ def _check_arguments(
     check_positive("clip_grad", clip_grad, optional=True)
 
 
-def _as_rows(
+def as_rows(
     name: str, value: Any, rows: int | None, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
     """``value`` as a finite ``(rows, columns)`` tensor of the flow's device and dtype.
@@ -335,7 +334,7 @@ def _split(
     return _Split(x[train], context[train], x[val], context[val])
 
 
-def _batches(
+def epoch_batches(
     rows: int, batch_size: int, total: int, generator: torch.Generator, device: torch.device
 ) -> Iterator[tuple[int, Tensor]]:
     """``total`` pairs ``(epoch, row indices)``: each epoch visits the rows in a new order.
@@ -412,7 +411,7 @@ def _step_gradients(
     return processes.sum_gradients(params, loss, x.dtype)
 
 
-class _RunningLoss:
+class RunningLoss:
     """The training losses since the last evaluation, summed on the device without a sync.
 
     Their sum is read (one sync) at evaluations; the losses themselves are looked at only
@@ -459,7 +458,7 @@ def _all_finite(state: dict[str, Tensor]) -> bool:
     return bool(torch.stack(checks).all()) if checks else True
 
 
-class _BestWeights:
+class BestWeights:
     """Early stopping: the best value measured so far, its step and weights, the patience left.
 
     It also keeps the flow's first weights, so that a diverged fit can always go back to
@@ -612,9 +611,9 @@ def fit(
     reference = next(iter(flow.parameters()), None)
     dtype = reference.dtype if reference is not None else torch.get_default_dtype()
     device = reference.device if reference is not None else torch.device("cpu")
-    x = _as_rows("x", x, None, device, dtype)
+    x = as_rows("x", x, None, device, dtype)
     if context is not None:
-        context = _as_rows("context", context, x.shape[0], device, dtype)
+        context = as_rows("context", context, x.shape[0], device, dtype)
 
     processes = _Processes.current()
     seed = processes.common_seed(seed, device)
@@ -636,7 +635,7 @@ def fit(
     was_training = flow.training
     # Without a held-out split the best weights only serve a diverged fit, ranked by the
     # training loss; the final weights are kept otherwise.
-    best = _BestWeights(flow, patience if held > 0 else None)
+    best = BestWeights(flow, patience if held > 0 else None)
 
     def diverged(step: int, loss: float, what: str = "loss") -> FitDivergedError:
         best.fallback()
@@ -647,7 +646,7 @@ def fit(
     step = 0
     # The losses are looked at when an evaluation reads their sum, or at once when a callback
     # reads each: no sync per step otherwise.
-    running = _RunningLoss(device)
+    running = RunningLoss(device)
 
     def take_step(batch: Tensor) -> Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -666,7 +665,7 @@ def fit(
     step_seconds = 0.0  # of the steps after the first
     evaluations = 0
     try:
-        for epoch, batch in _batches(n_train, batch_size, total, generator, device):
+        for epoch, batch in epoch_batches(n_train, batch_size, total, generator, device):
             at = step + 1
             flow.train()
             if step == 0:

@@ -48,11 +48,11 @@ from torch import Tensor, nn
 from flows.core._substitution import substituted
 from flows.core.diagnostics import importance_diagnostics
 from flows.core.training import (
+    BestWeights,
     FitDivergedError,
-    _as_rows,
-    _batches,
-    _BestWeights,
-    _RunningLoss,
+    RunningLoss,
+    as_rows,
+    epoch_batches,
 )
 from flows.core.validation import check_choice, check_count, check_positive
 
@@ -427,7 +427,7 @@ def fit_to_target(
     dtype = reference.dtype if reference is not None else torch.get_default_dtype()
     device = reference.device if reference is not None else torch.device("cpu")
     if context is not None:
-        context = _as_rows("context", context, None, device, dtype)
+        context = as_rows("context", context, None, device, dtype)
     target = _Target(log_density, conditional=context is not None)
     if seed is None:
         seed = int(torch.randint(2**62, ()))
@@ -438,7 +438,7 @@ def fit_to_target(
 
     optimizer = torch.optim.Adam(list(params.values()), lr=lr, weight_decay=weight_decay)
     was_training = flow.training
-    best = _BestWeights(flow, patience)
+    best = BestWeights(flow, patience)
     devices = [device] if device.type == "cuda" else []
 
     def diverged(step: int, loss: float, what: str = "loss") -> FitDivergedError:
@@ -453,12 +453,12 @@ def fit_to_target(
             return _measure(flow, target, context, draws)
 
     history: list[dict[str, float]] = []
-    running = _RunningLoss(device)
+    running = RunningLoss(device)
     step = 0
     # The draws come from torch's global generator: seeded here, restored after.
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        batches = _batches(rows, min(batch_size, rows), steps, generator, device)
+        batches = epoch_batches(rows, min(batch_size, rows), steps, generator, device)
         for epoch, batch in batches:
             flow.train()
             optimizer.zero_grad(set_to_none=True)
