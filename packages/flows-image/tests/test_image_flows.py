@@ -232,3 +232,27 @@ def test_glow_other_priors_keep_inverse_and_density(
     )
     with pytest.raises(ValueError, match="prior must be one of conditional, diagonal, standard"):
         Glow((1, 4, 4), prior="learned")
+
+
+def test_standard_latents_log_prob_is_the_sum_of_the_parts_normals(dtype, device, tolerance):
+    # The standard base reads the flat latents at once; it must equal the per-part normals,
+    # batched (as under a batch of contexts) or not.
+    from torch.distributions import Independent, Normal
+
+    from flows.image import FactoredLatents
+
+    shapes = [(2, 4, 4), (8, 2, 2)]
+    base = FactoredLatents.standard(shapes, dtype, device)
+    z = torch.randn(5, 64, dtype=dtype, device=device)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    parts = [Independent(Normal(zero.expand(s), (zero + 1).expand(s)), 3) for s in shapes]
+    expected = sum(p.log_prob(x) for p, x in zip(parts, base.split(z), strict=True))
+    torch.testing.assert_close(
+        base.log_prob(z), expected, atol=tolerance(dtype), rtol=tolerance(dtype)
+    )
+    batched = base.expand((4, 5))
+    assert batched.is_standard
+    assert batched.log_prob(z).shape == (4, 5)
+    torch.testing.assert_close(
+        batched.log_prob(z)[2], expected, atol=tolerance(dtype), rtol=tolerance(dtype)
+    )

@@ -112,3 +112,21 @@ def test_checkerboard_coupling_leaves_the_kept_pixels_unchanged(dtype, device, p
     kept = layer.checkerboard.bool()
     assert torch.equal(y[..., kept], x[..., kept])
     assert not torch.allclose(y[..., ~kept], x[..., ~kept])
+
+
+def test_squeeze_of_a_batch_is_channels_last_and_the_1x1_convolution_agrees_in_both_layouts(
+    dtype, device, tolerance, perturb
+):
+    # The squeeze hands a batch on in the channels-last layout, where the 1x1 convolution is
+    # one matrix product: same values, same log-determinant as in the default layout.
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 4, 6, dtype=dtype, device=device)
+    y, _ = SqueezeTransform().call_and_ladj(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(SqueezeTransform().inv(y), x)
+    conv = perturb(InvertibleConv1x1(8)).to(dtype=dtype, device=device)
+    fast, ladj = conv().call_and_ladj(y)
+    plain, plain_ladj = conv().call_and_ladj(y.contiguous())
+    torch.testing.assert_close(fast, plain, atol=tolerance(dtype), rtol=tolerance(dtype))
+    torch.testing.assert_close(ladj, plain_ladj)
+    torch.testing.assert_close(conv().inv(fast), y, atol=tolerance(dtype), rtol=tolerance(dtype))

@@ -63,6 +63,9 @@ class FactoredLatents(Distribution):
         self.parts = parts
         self.shapes = [part.event_shape for part in parts]
         self.sizes = [math.prod(shape) for shape in self.shapes]
+        #: Whether every part is a standard normal (set by :meth:`standard`): then
+        #: ``log_prob`` reads the flat latents at once, with no split.
+        self.is_standard = False
         super().__init__(batch, Size((sum(self.sizes),)), validate_args=False)
 
     @classmethod
@@ -82,7 +85,9 @@ class FactoredLatents(Distribution):
             )
             for shape in (tuple(s) for s in shapes)
         ]
-        return cls(parts)
+        base = cls(parts)
+        base.is_standard = True
+        return base
 
     def split(self, z: Tensor) -> list[Tensor]:
         r"""The latents of each part, of shapes :math:`(*, *\text{shape}_i)`."""
@@ -98,9 +103,17 @@ class FactoredLatents(Distribution):
         )
 
     def expand(self, batch_shape: _size, _instance: object = None) -> FactoredLatents:
-        return FactoredLatents([part.expand(Size(batch_shape)) for part in self.parts])
+        base = FactoredLatents([part.expand(Size(batch_shape)) for part in self.parts])
+        base.is_standard = self.is_standard
+        return base
 
     def log_prob(self, z: Tensor) -> Tensor:
+        if self.is_standard:
+            # The same sum, -(|z|^2 + D log(2 pi)) / 2, in four operations instead of
+            # a normal's per part (its backward included).
+            half = 0.5 * self.event_shape[0] * math.log(2 * math.pi)
+            value = z.square().sum(-1).mul(-0.5).sub(half)
+            return value.expand(torch.broadcast_shapes(value.shape, self.batch_shape))
         terms = [part.log_prob(x) for part, x in zip(self.parts, self.split(z), strict=True)]
         total = terms[0]
         for term in terms[1:]:

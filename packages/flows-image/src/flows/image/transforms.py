@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Size, Tensor
 from torch.distributions import Transform as _TorchTransform
 from torch.distributions import constraints
@@ -87,9 +88,13 @@ class SqueezeTransform(_ImageTransform):
                 f"even; got images of shape (C, H, W) = {(c, h, w)} (crop or pad to "
                 f"{(c, h + h % 2, w + w % 2)})"
             )
-        y = x.reshape(*batch, c, h // 2, 2, w // 2, 2)
-        y = y.movedim((-3, -1), (-4, -3)).reshape(*batch, 4 * c, h // 2, w // 2)
-        return y, _batch_zeros(x)
+        y = x.reshape(*batch, c, h // 2, 2, w // 2, 2).movedim((-3, -1), (-4, -3))
+        if x.dim() == 4:
+            # Copied once into the channels-last layout that the coupling networks and the
+            # 1x1 convolutions after it read without reordering (values as in (4C, H, W)).
+            y = y.permute(0, 4, 5, 1, 2, 3).reshape(x.shape[0], h // 2, w // 2, 4 * c)
+            return y.permute(0, 3, 1, 2), _batch_zeros(x)
+        return y.reshape(*batch, 4 * c, h // 2, w // 2), _batch_zeros(x)
 
     def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
         *batch, c, h, w = y.shape
@@ -132,6 +137,9 @@ class InvertibleConv1x1Transform(_ImageTransform):
 
     @staticmethod
     def _mix(w: Tensor, x: Tensor) -> Tensor:
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            # Channels-last pixels are the rows of an (N H W, C) matrix: one product, no copy.
+            return F.linear(x.permute(0, 2, 3, 1), w).permute(0, 3, 1, 2)
         return torch.matmul(w, x.flatten(-2)).view(x.shape)
 
     def _ladj(self, x: Tensor) -> Tensor:
@@ -152,6 +160,15 @@ def _kept(x: Tensor, start: int, stop: int) -> Tensor:
     if stop == x.shape[-3]:
         return x[..., :start, :, :]
     return torch.cat((x[..., :start, :, :], x[..., stop:, :, :]), dim=-3)
+
+
+def _joined(x: Tensor, moved: Tensor, start: int, stop: int) -> Tensor:
+    """``x`` with its channels ``start:stop`` replaced by ``moved``: one cat, no empty parts."""
+    parts = [x[..., :start, :, :]] if start else []
+    parts.append(moved)
+    if stop < x.shape[-3]:
+        parts.append(x[..., stop:, :, :])
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-3)
 
 
 class AffineCouplingTransform(_ImageTransform):
@@ -187,8 +204,8 @@ class AffineCouplingTransform(_ImageTransform):
         if isinstance(self.mask, tuple):
             start, stop = self.mask
             shift, log_scale = self.conditioner(_kept(x, start, stop))
-            moved = x[..., start:stop, :, :] * log_scale.exp() + shift
-            y = torch.cat((x[..., :start, :, :], moved, x[..., stop:, :, :]), dim=-3)
+            moved = torch.addcmul(shift, x[..., start:stop, :, :], log_scale.exp())
+            y = _joined(x, moved, start, stop)
         else:
             shift, log_scale = self.conditioner(x * self.mask)
             y = x * log_scale.exp() + shift
@@ -199,7 +216,7 @@ class AffineCouplingTransform(_ImageTransform):
             start, stop = self.mask
             shift, log_scale = self.conditioner(_kept(y, start, stop))
             moved = (y[..., start:stop, :, :] - shift) * (-log_scale).exp()
-            x = torch.cat((y[..., :start, :, :], moved, y[..., stop:, :, :]), dim=-3)
+            x = _joined(y, moved, start, stop)
         else:
             shift, log_scale = self.conditioner(y * self.mask)
             x = (y - shift) * (-log_scale).exp()
