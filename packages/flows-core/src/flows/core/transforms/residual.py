@@ -56,7 +56,9 @@ def solve_tanh_equation(p: Tensor, q: Tensor, c: Tensor, s: Tensor) -> Tensor:
     :math:`1 + pq (1 - \tanh^2) > 0` when :math:`pq > -1`), and the root lies in
     :math:`[s - |p|, s + |p|]`. Newton steps are taken inside that bracket, a bisection where a
     step would leave it, until every step is below :data:`STEP_EPSILONS` machine epsilons of
-    :math:`1 + |v|` (at most :data:`MAX_ITERATIONS` iterations), without gradients. A last
+    :math:`1 + |v|` (at most :data:`MAX_ITERATIONS` iterations), without gradients; under
+    ``torch.compile``, the same iterations and stops run as a ``torch.while_loop`` in the
+    graph, with the same roots. A last
     Newton step with gradients makes the root differentiable in :math:`p, q, c, s` (the
     implicit function theorem), at the cost of one evaluation.
 
