@@ -1,0 +1,81 @@
+r"""Paired training steps of our NSF and sbi's "zuko_nsf", without sbi's trainer around them.
+
+A step is what sbi's trainer does per batch: the mean of ``loss`` over 200 simulations,
+backward, gradient norm clipped at 5, Adam (lr 5e-4). For each task of ``tasks.py``, blocks of
+``--steps`` steps alternate between the two estimators (equal architecture as in ``run.py``);
+the ratio of their CPU times, block by block, gives quartiles that a shared machine's drift
+affects less than one long run does.
+
+    python benchmarks/sbi/steps.py                       # ours with the box support
+    python benchmarks/sbi/steps.py --estimator flows-unbounded --tasks crescent
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from run import builder
+from tasks import TASKS
+
+
+def block(
+    net: Any, optimizer: torch.optim.Optimizer, theta: Tensor, x: Tensor, steps: int
+) -> float:
+    """CPU milliseconds per training step, over ``steps`` steps."""
+    start = time.process_time()
+    for _ in range(steps):
+        batch = torch.randint(0, 9_000, (200,))
+        optimizer.zero_grad()
+        net.loss(theta[batch], x[batch]).mean().backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        optimizer.step()
+    return (time.process_time() - start) / steps * 1e3
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--estimator", default="flows", choices=("flows", "flows-unbounded"))
+    parser.add_argument("--blocks", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    for name in args.tasks:
+        task = TASKS[name]
+        torch.manual_seed(0)
+        theta = task.prior().sample((10_000,))
+        x = task.simulate(theta)
+        nets = {}
+        for estimator in ("zuko_nsf", args.estimator):
+            net = builder(estimator, task)(theta, x)  # type: ignore[operator]
+            nets[estimator] = (net, torch.optim.Adam(net.parameters(), lr=5e-4))
+
+        for estimator in nets:  # first-call costs, not timed
+            block(*nets[estimator], theta, x, 20)
+        theirs, ours = [], []
+        for _ in range(args.blocks):
+            theirs.append(block(*nets["zuko_nsf"], theta, x, args.steps))
+            ours.append(block(*nets[args.estimator], theta, x, args.steps))
+        ratios = [o / t for o, t in zip(ours, theirs, strict=True)]
+        quartiles = " / ".join(f"{q:.3f}" for q in statistics.quantiles(ratios, n=4))
+        print(
+            f"{name}: {args.estimator} {statistics.median(ours):.2f} ms a step, zuko_nsf "
+            f"{statistics.median(theirs):.2f} ms; ratio quartiles {quartiles}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
