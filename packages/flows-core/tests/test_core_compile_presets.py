@@ -23,7 +23,6 @@ REPRESENTATIVE = ("maf", "gmm")
 # fix shows up as an unexpected pass to remove here.
 KNOWN_BREAKS = {
     "cnf": "torchdiffeq's adaptive solver branches on tensor values (flows-ode)",
-    "naf": "the monotonic network's derivative calls torch.autograd.grad (flows-splines)",
 }
 
 

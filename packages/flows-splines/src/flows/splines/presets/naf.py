@@ -72,8 +72,15 @@ class NeuralAutoregressiveTransform(MaskedAutoregressiveTransform):
         def f(x: Tensor) -> Tensor:
             return self.network(_with_signal(x, signal)).squeeze(-1)
 
+        def f_and_derivative(x: Tensor) -> tuple[Tensor, Tensor]:
+            # Forward-mode: the derivative in x (input 0), the signal held fixed.
+            y, dydx = self.network.forward_and_derivative(_with_signal(x, signal), feature=0)
+            return y.squeeze(-1), dydx.squeeze(-1)
+
         phi = (signal, *self.network.parameters())
-        return MonotonicTransform(f, phi, bound=self.bound, eps=self.eps)
+        return MonotonicTransform(
+            f, phi, bound=self.bound, eps=self.eps, f_and_derivative=f_and_derivative
+        )
 
 
 class UnconstrainedNeuralAutoregressiveTransform(MaskedAutoregressiveTransform):
