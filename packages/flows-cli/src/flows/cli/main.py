@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("list-transforms", "run_list_transforms", "list the registered univariate transforms"),
         ("list-flows", "run_list_flows", "list the registered flow presets"),
         ("plugins", "run_plugins", "list the plugins found and whether they loaded"),
-        ("datasets", "run_datasets", "list the built-in toy data sets"),
+        ("datasets", "run_datasets", "list the built-in data sets: toy point sets, digits images"),
     ):
         listing = commands.add_parser(
             name, help=text, description=text[0].upper() + text[1:] + "."
