@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.core.layers import MaskedAutoregressiveTransform
 from flows.core.lazy import Flow, LazyInverse
 from flows.core.presets.base import Preset
-from flows.core.presets.maf import alternating_orders, standard_normal_base
+from flows.core.presets.maf import masked_layers, standard_normal_base
 from flows.core.validation import check_count
 
 __all__ = ["IAF"]
@@ -16,8 +15,8 @@ __all__ = ["IAF"]
 class IAF(Preset, Flow):
     r"""An inverse autoregressive flow (IAF): masked autoregressive transforms, inverted.
 
-    Each layer is a :class:`MaskedAutoregressiveTransform` :math:`g` applied in the sampling
-    direction: a sample is :math:`x = g_T(\cdots g_2(g_1(z)))` with
+    Each layer is a :class:`~flows.core.layers.MaskedAutoregressiveTransform` :math:`g`
+    applied in the sampling direction: a sample is :math:`x = g_T(\cdots g_2(g_1(z)))` with
     :math:`z \sim \mathcal{N}(0, I)`, one network call per layer, so
     :meth:`~flows.core.distributions.NormalizingFlow.rsample_and_log_prob` returns samples and
     their exact :math:`\log q(x)` in a single pass. This is what variational inference needs,
@@ -37,9 +36,9 @@ class IAF(Preset, Flow):
         context: The number of context features :math:`C`.
         transforms: The number of autoregressive transforms.
         randperm: Whether each layer takes a random order of the features.
-        kwargs: Passed to :class:`MaskedAutoregressiveTransform`: ``passes``, ``order``,
-            ``adjacency``, ``univariate`` and its hyper-parameters, ``hidden_features``,
-            ``activation``, ``residual``.
+        kwargs: Passed to :class:`~flows.core.layers.MaskedAutoregressiveTransform`:
+            ``passes``, ``order``, ``adjacency``, ``univariate`` and its hyper-parameters,
+            ``hidden_features``, ``activation``, ``residual``.
 
     References:
         Improved Variational Inference with Inverse Autoregressive Flow (Kingma et al., 2016),
@@ -67,14 +66,7 @@ class IAF(Preset, Flow):
         name = type(self).__name__
         check_count("transforms", transforms, owner=name)
         check_count("features", features, owner=name)
-        order = kwargs.pop("order", None)
-        if "adjacency" in kwargs:
-            orders = [{} if order is None else {"order": order}] * transforms
-        else:
-            orders = [
-                {"order": o} for o in alternating_orders(features, transforms, randperm, order)
-            ]
-        layers = [MaskedAutoregressiveTransform(features, context, **o, **kwargs) for o in orders]
+        layers = masked_layers(features, context, transforms, randperm, kwargs)
         # Sampling runs the layers in MAF's scoring order: with MAF's weights, the exact inverse.
         inverted = [LazyInverse(layer) for layer in reversed(layers)]
         super().__init__(inverted, standard_normal_base(features))

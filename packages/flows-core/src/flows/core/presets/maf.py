@@ -22,6 +22,7 @@ __all__ = [
     "alternating_orders",
     "check_norm",
     "interleave_norm",
+    "masked_layers",
     "standard_normal_base",
 ]
 
@@ -139,18 +140,29 @@ class MAF(Preset, Flow):
         check_count("features", features, owner=name)
         # A keyword argument, not a parameter: without it, arguments stay as they were.
         norm = check_norm(kwargs.pop("norm", None), name)
-        order = kwargs.pop("order", None)
-        if "adjacency" in kwargs:
-            orders = [{} if order is None else {"order": order}] * transforms
-        else:
-            orders = [
-                {"order": o} for o in alternating_orders(features, transforms, randperm, order)
-            ]
-        layers = [MaskedAutoregressiveTransform(features, context, **o, **kwargs) for o in orders]
+        layers = masked_layers(features, context, transforms, randperm, kwargs)
         if kwargs.get("univariate", "affine") == "affine":
             for layer in layers:
                 _random_shifts(layer)
         super().__init__(interleave_norm(layers, norm, features), standard_normal_base(features))
+
+
+def masked_layers(
+    features: int, context: int, transforms: int, randperm: bool, kwargs: dict[str, Any]
+) -> list[MaskedAutoregressiveTransform]:
+    """MAF's layers: ``transforms`` masked autoregressive transforms in alternating orders.
+
+    ``kwargs`` are the layers' keyword arguments; an ``order`` among them is the first
+    layer's (the next ones alternate from it), and an ``adjacency`` gives every layer its
+    dependencies (and its ``order``, if given) as they are.
+    """
+    kwargs = dict(kwargs)
+    order = kwargs.pop("order", None)
+    if "adjacency" in kwargs:
+        orders = [{} if order is None else {"order": order}] * transforms
+    else:
+        orders = [{"order": o} for o in alternating_orders(features, transforms, randperm, order)]
+    return [MaskedAutoregressiveTransform(features, context, **o, **kwargs) for o in orders]
 
 
 def _random_shifts(layer: MaskedAutoregressiveTransform) -> None:
