@@ -11,7 +11,10 @@ integer ``hidden_features`` is two hidden layers of that width.
 
 A bounded prior: pass its support, ``support=prior.support`` (or ``(low, high)``). The flow
 then lives on that box, so every sample is inside the prior's support and sbi's rejection of
-samples outside it (leakage) accepts all of them.
+samples outside it (leakage) accepts all of them. The flow then models the logit of the
+standardized box, which reaches past a spline's default :math:`[-5, 5]` (where its layers are
+the identity) for the box's outer 1.3% per side: with a spline preset, ``bound=8`` covers all
+but 0.07% and fitted better in the sbi benchmark (``BENCHMARKS.md``).
 """
 
 from __future__ import annotations
