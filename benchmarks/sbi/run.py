@@ -63,7 +63,7 @@ def builder(name: str, task: Task) -> object:
     bounded = task.bounded and name in ("flows", "flows-bound5")
     support = {"support": task.prior().support} if bounded else {}
     if bounded and name == "flows":
-        # The support's sigmoid sends the box's outer 1.3% (per side and feature) beyond the
+        # The support's sigmoid sends the box's outer 1.3% (per feature, both ends) beyond the
         # splines' default [-5, 5], where every layer is the identity: [-8, 8] covers all but
         # 0.07% of it (BENCHMARKS.md, sbi section).
         support["bound"] = 8.0
