@@ -4,16 +4,17 @@ r"""Fit a flow to data by maximum likelihood: batches, Adam, held-out early stop
 
 .. math:: \mathcal{L}(\phi) = -\frac{1}{B} \sum_{i=1}^{B} \log p_\phi(x_i \mid c_i)
 
-over shuffled mini-batches of the training split, measures the same quantity on a held-out
-split, stops when it has not improved for ``patience`` evaluations and restores the best
-weights. With ``compile``, the loss is wrapped in :func:`torch.compile` once and that one
+over shuffled mini-batches of the training split, measures the same quantity on a held-out split,
+stops when it has not improved for ``patience`` evaluations and restores the best weights. A row is
+one event of any rank: a vector of ``(N, D)`` data, an image of ``(N, C, H, W)``; discrete data
+(image levels) can be dequantized with fresh noise at every step, the held-out rows once
+(``dequantize``). With ``compile``, the loss is wrapped in :func:`torch.compile` once and that one
 wrapper serves every step and every evaluation; with ``autocast``, the forward pass runs under
 :func:`torch.autocast` (bfloat16 or float16 networks; the flows keep their transforms' and
 log-determinants' arithmetic in the data's dtype). Under :mod:`torch.distributed` each process
-takes its share of every batch and the gradients are averaged, so a run on any number of
-processes takes the same steps as one process on the same global batch. A run whose loss
-becomes NaN or infinite stops with :class:`FitDivergedError`, the flow holding the best finite
-weights it had.
+takes its share of every batch and the gradients are averaged, so a run on any number of processes
+takes the same steps as one process on the same global batch. A run whose loss becomes NaN or
+infinite stops with :class:`FitDivergedError`, the flow holding the best finite weights it had.
 
 The parts of a fit that other training loops reuse (:mod:`flows.core.variational`'s, say) are
 public in this module, though not exported from :mod:`flows.core`: :func:`as_rows` (data
@@ -146,23 +147,27 @@ def _check_arguments(
 def as_rows(
     name: str, value: Any, rows: int | None, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
-    """``value`` as a finite ``(rows, columns)`` tensor of the flow's device and dtype.
+    """``value`` as a finite ``(rows, *event)`` tensor of the flow's device and dtype.
+
+    A row is everything after the first dimension: ``(N, D)`` holds ``N`` vectors, and
+    ``(N, C, H, W)`` ``N`` images; a row is finite when all its values are.
 
     Raises:
-        ValueError: ``value`` is not 2-D, has another number of rows than ``rows``, or holds
-            NaN or inf (in the flow's dtype); the message names ``name`` and the first rows.
+        ValueError: ``value`` has fewer than 2 dimensions, another number of rows than
+            ``rows``, or holds NaN or inf (in the flow's dtype); the message names ``name``
+            and the first rows.
     """
     source = torch.as_tensor(value)
     tensor = source.to(device=device, dtype=dtype)
-    if rows is None and (tensor.ndim != 2 or tensor.shape[0] < 1):
+    if rows is None and (tensor.ndim < 2 or tensor.shape[0] < 1):
         raise ValueError(
             f"{name} must have shape (rows, features) with rows >= 1, got {tuple(tensor.shape)}"
         )
-    if rows is not None and (tensor.ndim != 2 or tensor.shape[0] != rows):
+    if rows is not None and (tensor.ndim < 2 or tensor.shape[0] != rows):
         raise ValueError(
             f"{name} must have shape ({rows}, C) to match x, got {tuple(tensor.shape)}"
         )
-    finite = torch.isfinite(tensor).all(dim=1)
+    finite = torch.isfinite(tensor).flatten(1).all(dim=1)
     if not bool(finite.all()):  # one check per fit, before training
         bad = (~finite).nonzero().flatten()
         shown = ", ".join(str(int(i)) for i in bad[:5])
@@ -524,6 +529,7 @@ def fit(
     eval_chunk: int = 4096,
     compile: bool | str | dict[str, Any] = False,
     autocast: torch.dtype | None = None,
+    dequantize: Callable[[Tensor, torch.Generator], Tensor] | None = None,
 ) -> FitResult:
     r"""Train ``flow`` on the rows of ``x`` (and ``context``) by maximum likelihood.
 
@@ -546,8 +552,10 @@ def fit(
     Arguments:
         flow: A lazy distribution: ``flow()`` (or ``flow(c)`` with context) returns a
             distribution with ``log_prob``. Its weights are updated in place.
-        x: The data, of shape ``(N, D)`` (a tensor or an array ``torch.as_tensor`` accepts).
-        context: The conditioning rows, of shape ``(N, C)``, or ``None``.
+        x: The data, of shape ``(N, *event)``: ``(N, D)`` vectors, ``(N, C, H, W)`` images
+            (a tensor or an array ``torch.as_tensor`` accepts).
+        context: The conditioning rows, of shape ``(N, C)`` (or ``(N, *context_event)``), or
+            ``None``.
         epochs: Passes over the training rows (default 100 when ``steps`` is not given).
         steps: Optimizer steps to take instead of a number of epochs.
         batch_size: Rows per (global) batch.
@@ -573,6 +581,15 @@ def fit(
             :func:`torch.autocast` on the flow's device (the networks in that dtype, the
             transforms, log-determinants and weights in the flow's); float16 scales the loss
             (:class:`torch.amp.GradScaler`). ``None`` for full precision.
+        dequantize: For discrete data, ``dequantize(rows, generator)`` turns rows of ``x`` into
+            continuous ones, drawing its noise from ``generator`` (a :class:`torch.Generator`
+            on the flow's device). Each training batch gets fresh noise at every step; the
+            held-out rows (and, for :attr:`FitResult.train_nll`, the training rows) get one
+            draw each, seeded by ``seed``, before the run, so that every held-out measure
+            compares the same values. Uniform dequantization of :math:`K` levels
+            :math:`k \in \{0, \dots, K - 1\}` is :math:`x = (k + u) / K`,
+            :math:`u \sim \mathcal{U}[0, 1)`; the NLL of :math:`x` plus :math:`D \log K` per
+            row bounds :math:`-\log P(k)` from above. ``None`` trains on ``x`` as it is.
 
     Returns:
         A :class:`FitResult`; ``result.flow`` is ``flow``.
@@ -598,6 +615,16 @@ def fit(
         (120, 30)
         >>> result.val_nll < 4.5  # the entropy of this Gaussian is 3.94 nats
         True
+
+        Counts on 4 levels, dequantized uniformly onto [0, 1):
+
+        >>> k = torch.randint(4, (512, 2)).float()
+        >>> def uniform(rows, generator):
+        ...     u = torch.rand(rows.shape, generator=generator, device=rows.device)
+        ...     return (rows + u) / 4
+        >>> result = fit(MAF(features=2, transforms=1), k, epochs=5, seed=0, dequantize=uniform)
+        >>> result.val_nll > 0  # -log P(k) <= NLL + 2 log 4; the 16 pairs are equally likely
+        True
     """
     _check_arguments(epochs, steps, batch_size, lr, validation, patience, clip_grad, eval_every)
     options = compile_options(compile)
@@ -620,6 +647,17 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     split = _split(x, context, validation, generator, device)
     held = split.held
+    noise: torch.Generator | None = None
+    train_fixed = split.train_x
+    if dequantize is not None:
+        # Drawn after the split, so a fit without dequantize keeps its batch order.
+        seeds = torch.randint(2**62, (3,), generator=generator).tolist()
+        noise = torch.Generator(device=device).manual_seed(seeds[0])
+        fixed = torch.Generator(device=device).manual_seed(seeds[1])
+        split = dataclasses.replace(split, val_x=dequantize(split.val_x, fixed))
+        train_fixed = dequantize(
+            split.train_x, torch.Generator(device=device).manual_seed(seeds[2])
+        )
 
     n_train = split.train_x.shape[0]
     per_epoch = math.ceil(n_train / batch_size)
@@ -648,18 +686,23 @@ def fit(
     # reads each: no sync per step otherwise.
     running = RunningLoss(device)
 
-    def take_step(batch: Tensor) -> Tensor:
+    def step_data(batch: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The rows, context and indices a step takes its batch from."""
+        if noise is None or dequantize is None:
+            return split.train_x, split.train_c, batch
+        # The whole global batch, with the same noise in every process: each takes its share.
+        c = None if split.train_c is None else split.train_c[batch]
+        indices = torch.arange(batch.numel(), device=batch.device)
+        return dequantize(split.train_x[batch], noise), c, indices
+
+    def take_step(x: Tensor, c: Tensor | None, batch: Tensor) -> Tensor:
         optimizer.zero_grad(set_to_none=True)
         try:
-            return _step_gradients(
-                flow, params, split.train_x, split.train_c, batch, processes, objective, scale
-            )
+            return _step_gradients(flow, params, x, c, batch, processes, objective, scale)
         except objective.errors as error:  # the backward graph failed to compile
             objective.fall_back(error)
             optimizer.zero_grad(set_to_none=True)
-            return _step_gradients(
-                flow, params, split.train_x, split.train_c, batch, processes, objective, scale
-            )
+            return _step_gradients(flow, params, x, c, batch, processes, objective, scale)
 
     at = 0  # the step being taken or measured, for an error raised within it
     step_seconds = 0.0  # of the steps after the first
@@ -668,10 +711,11 @@ def fit(
         for epoch, batch in epoch_batches(n_train, batch_size, total, generator, device):
             at = step + 1
             flow.train()
+            batch_x, batch_c, batch = step_data(batch)
             if step == 0:
-                processes.initialize_together(flow, split.train_x, split.train_c, batch)
+                processes.initialize_together(flow, batch_x, batch_c, batch)
             step_started = time.perf_counter()
-            loss = take_step(batch)
+            loss = take_step(batch_x, batch_c, batch)
             if scaler is not None:
                 scaler.unscale_(optimizer)  # clip_grad reads the true gradients
             if clip_grad is not None:
@@ -735,7 +779,7 @@ def fit(
         processes.average_running(flow)  # steps since the last evaluation moved them apart
         at = step
         flow.eval()
-        train_nll = _mean_nll(flow, split.train_x, split.train_c, processes, eval_chunk, objective)
+        train_nll = _mean_nll(flow, train_fixed, split.train_c, processes, eval_chunk, objective)
         if not math.isfinite(train_nll):
             raise diverged(step, train_nll, "train NLL") from None
         val_nll = None
