@@ -14,7 +14,8 @@ then lives on that box, so every sample is inside the prior's support and sbi's 
 samples outside it (leakage) accepts all of them. The flow then models the logit of the
 standardized box, which reaches past a spline's default :math:`[-5, 5]` (where its layers are
 the identity) for the box's outer 1.3% (per feature, both ends): with a spline preset,
-``bound=8`` covers all but 0.07% and fitted better in the sbi benchmark (``BENCHMARKS.md``).
+``bound=8`` covers all but 0.07%, for a better held-out likelihood in the sbi benchmark
+(``BENCHMARKS.md``).
 """
 
 from __future__ import annotations
