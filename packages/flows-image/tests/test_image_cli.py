@@ -139,3 +139,28 @@ def test_digits_without_scikit_learn_names_the_extra(tmp_path: Path, capsys, mon
         "flows: error: the digits data set needs scikit-learn: pip install 'flows-image[digits]'"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_images_that_diverge_say_so_in_the_commands_options(tmp_path: Path, capsys):
+    model = tmp_path / "m.pt"
+    args = ["fit", "digits", "--flow", "glow", *TINY, "--lr", "1e4", "--clip-grad", "3"]
+    assert main([*args, "--out", str(model), "--no-plot"]) == 1
+    assert re.fullmatch(
+        r"flows: error: training diverged at step \d+ \((loss|held-out NLL) (nan|inf|-inf)\); "
+        r"lower --lr \(now 10000\) or set a smaller --clip-grad \(now 3\)",
+        error_line(capsys),
+    )
+    assert not model.exists()
+
+
+def test_fit_images_reports_bits_per_dim_of_the_held_out_nll(tmp_path: Path, capsys):
+    model = tmp_path / "m.pt"
+    assert main(["fit", "digits", "--flow", "glow", *TINY, "--out", str(model), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    extra = load(model).extra
+    # Printed to 4 places, stored in full; one dequantization draw per image, fixed by --seed.
+    assert re.search(rf"held-out\s+{extra['val_bpd']:.4f} bits/dim", out)
+    assert re.search(rf"train\s+{extra['train_bpd']:.4f} bits/dim", out)
+    again = tmp_path / "again.pt"
+    assert main(["fit", "digits", "--flow", "glow", *TINY, "--out", str(again), "--no-plot"]) == 0
+    assert load(again).extra["val_bpd"] == extra["val_bpd"]

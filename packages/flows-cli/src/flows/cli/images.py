@@ -23,7 +23,6 @@ import argparse
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -297,11 +296,7 @@ def run_fit_images(args: argparse.Namespace) -> int:
         ) from None
     flow = flow.to(device)
 
-    generator = torch.Generator().manual_seed(args.seed)
-    order = torch.randperm(count, generator=generator)
-    k = torch.as_tensor(images, device=device)[order.to(device)]
-    train, val = k[held:], k[:held]
-    per_epoch = math.ceil(len(train) / args.batch_size)
+    per_epoch = math.ceil((count - held) / args.batch_size)
     epochs = args.epochs or max(2, math.ceil(TARGET_STEPS / per_epoch))
     dims = math.prod(shape)
     print(
@@ -309,10 +304,12 @@ def run_fit_images(args: argparse.Namespace) -> int:
         f"{count} images of shape {shape}, {levels} levels",
         file=sys.stderr,
     )
-    result = _train(flow, train, val, levels, dims, epochs, per_epoch, args, generator)
+    result = _train(flow, torch.as_tensor(images, device=device), levels, epochs, args)
     flow.eval()
-    train_bpd = float(_bits(flow, train, levels, args.seed).mean())
-    val_bpd = float(_bits(flow, val, levels, args.seed + 1).mean()) if held else None
+    # Bits per dimension are an affine map of the NLL of x = (k + u) / K, in nats per image.
+    offset, per_nat = math.log2(levels), 1 / (dims * math.log(2))
+    train_bpd = result.train_nll * per_nat + offset
+    val_bpd = None if result.val_nll is None else result.val_nll * per_nat + offset
     extra = {
         "kind": KIND,
         "data": source,
@@ -320,7 +317,7 @@ def run_fit_images(args: argparse.Namespace) -> int:
         "levels": levels,
         "train_bpd": train_bpd,
         "val_bpd": val_bpd,
-        "steps": result["steps"],
+        "steps": result.steps,
     }
     with atomic_path(out) as staged:
         save(flow, staged, extra=extra)
@@ -339,8 +336,8 @@ def run_fit_images(args: argparse.Namespace) -> int:
         ("flow", name),
         ("train", f"{train_bpd:.4f} bits/dim"),
         ("held-out", "-" if val_bpd is None else f"{val_bpd:.4f} bits/dim"),
-        ("steps", f"{result['steps']} (best at {result['best_step']})"),
-        ("time", f"{result['seconds']:.1f} s"),
+        ("steps", f"{result.steps} (best at {result.best_step})"),
+        ("time", f"{result.seconds:.1f} s"),
         ("checkpoint", str(out)),
     ]
     if plot_path is not None and note is None:
@@ -353,80 +350,55 @@ def run_fit_images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(
-    flow: Any,
-    train: Any,
-    val: Any,
-    levels: int,
-    dims: int,
-    epochs: int,
-    per_epoch: int,
-    args: argparse.Namespace,
-    generator: Any,
-) -> dict[str, Any]:
-    """Adam on the mean bits per dimension, early stopping on the held-out images."""
-    import copy
-
+def _train(flow: Any, images: Any, levels: int, epochs: int, args: argparse.Namespace) -> Any:
+    """flows-core's ``fit`` on the images, uniformly dequantized: its ``FitResult``."""
     import torch
-    from tqdm import tqdm
 
-    from flows.image.dequantization import bits_per_dim
+    from flows.cli.fitting import _diverged
+    from flows.core.training import FitDivergedError, fit
 
-    started = time.perf_counter()
-    optimizer = torch.optim.Adam(flow.parameters(), lr=args.lr)
-    bar = tqdm(
-        total=epochs * per_epoch,
-        file=sys.stderr,
-        disable=not sys.stderr.isatty(),
-        unit="step",
-        desc="fit",
-    )
-    best, best_state, best_step, waited, step = math.inf, None, 0, 0, 0
+    dims = math.prod(images.shape[1:])
+    per_nat = 1 / (dims * math.log(2))  # bits/dim = NLL per_nat + log2 K
+
+    def dequantize(k: Any, generator: Any) -> Any:
+        u = torch.rand(k.shape, generator=generator, device=k.device, dtype=k.dtype)
+        return (k + u) / levels
+
+    bar, callback = None, None
+    if sys.stderr.isatty():  # the callback reads every loss: no syncs for nobody to see
+        from tqdm import tqdm
+
+        held = round(args.validation * len(images))
+        total = epochs * math.ceil((len(images) - held) / args.batch_size)
+        bar = tqdm(total=total, file=sys.stderr, unit="step", desc="fit")
+
+        def callback(progress: Any) -> None:
+            bar.update(1)
+            if progress.step % 20 == 0 or progress.step == 1:
+                bits = progress.loss * per_nat + math.log2(levels)
+                bar.set_postfix({"bits/dim": f"{bits:.3f}"}, refresh=False)
+
     try:
-        for _ in range(epochs):
-            flow.train()
-            order = torch.randperm(len(train), generator=generator).to(train.device)
-            for start in range(0, len(train), args.batch_size):
-                k = train[order[start : start + args.batch_size]]
-                x = (k.float() + torch.rand(k.shape, device=k.device)) / levels
-                loss = bits_per_dim(flow().log_prob(x), dims, levels).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(flow.parameters(), args.clip_grad)
-                optimizer.step()
-                step += 1
-                bar.update(1)
-                if step % 20 == 0 or step == 1:
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise CLIError(
-                            f"training diverged at step {step} (loss {value:g}); lower --lr "
-                            f"(now {args.lr:g}) or set a smaller --clip-grad "
-                            f"(now {args.clip_grad:g})"
-                        )
-                    bar.set_postfix({"bits/dim": f"{value:.3f}"}, refresh=False)
-            if len(val):
-                flow.eval()
-                held = float(_bits(flow, val, levels, args.seed + 1).mean())
-                if not math.isfinite(held):
-                    raise CLIError(
-                        f"training diverged at step {step} (held-out bits/dim {held:g}); lower "
-                        f"--lr (now {args.lr:g})"
-                    )
-                if held < best:
-                    best, best_step, waited = held, step, 0
-                    best_state = copy.deepcopy(flow.state_dict())
-                else:
-                    waited += 1
-                    if waited >= args.patience:
-                        break
+        return fit(
+            flow,
+            images,
+            epochs=epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            validation=args.validation,
+            patience=args.patience,
+            # The loss is in nats per image: clipping its gradient at clip_grad D ln 2 is
+            # clipping the gradient of the bits per dimension at clip_grad.
+            clip_grad=args.clip_grad / per_nat,
+            callback=callback,
+            seed=args.seed,
+            dequantize=dequantize,
+        )
+    except FitDivergedError as error:
+        raise CLIError(_diverged(error, args)) from None
     finally:
-        bar.close()
-    if best_state is not None:
-        flow.load_state_dict(best_state)
-    else:
-        best_step = step
-    return {"steps": step, "best_step": best_step, "seconds": time.perf_counter() - started}
+        if bar is not None:
+            bar.close()
 
 
 def _quantized(samples: Any, levels: int) -> np.ndarray:
