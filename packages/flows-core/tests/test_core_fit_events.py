@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import runpy
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -96,3 +105,70 @@ def test_dequantize_draws_fresh_training_noise_and_fixed_held_out_values(dtype, 
     again = Gaussian((1,)).to(device=device, dtype=dtype)
     fit(again, k, epochs=1, batch_size=16, validation=0.2, seed=0, dequantize=uniform(rows))
     assert torch.equal([x for train, x in again.seen if not train][-1], held[0])
+
+
+DISTRIBUTED = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    from torch import nn
+    from torch.distributions import Independent, Normal
+    from flows.core.training import fit
+
+    class Gaussian(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.loc = nn.Parameter(torch.zeros(1, 2, 2, dtype=torch.float64))
+            self.log_scale = nn.Parameter(torch.zeros(1, 2, 2, dtype=torch.float64))
+        def forward(self):
+            return Independent(Normal(self.loc, self.log_scale.exp()), 3)
+
+    def dequantize(k, generator):
+        return (k + torch.rand(k.shape, generator=generator, dtype=k.dtype)) / 8
+
+    def run_fit():
+        k = torch.randint(8, (60, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+        flow = Gaussian()
+        result = fit(flow, k, epochs=2, batch_size=16, lr=0.1, seed=5, dequantize=dequantize)
+        return {"loc": flow.loc.flatten().tolist(), "val_nll": result.val_nll,
+                "train_nll": result.train_nll}
+
+    def run(rank, world, port, out):
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump(run_fit(), f)
+        dist.barrier()  # no rank tears gloo down while another still uses it
+        dist.destroy_process_group()
+
+    if __name__ == "__main__":
+        world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+        mp.spawn(run, args=(world, port, out), nprocs=world)
+    """
+)
+
+
+def test_dequantized_fit_on_two_processes_takes_the_steps_of_one(tmp_path: Path):
+    script = tmp_path / "ddp_dequantized.py"
+    script.write_text(DISTRIBUTED)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "world2.json"
+    subprocess.run(
+        [sys.executable, str(script), "2", str(port), str(out)],
+        check=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    first, second = (json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1))
+    single = runpy.run_path(str(script))["run_fit"]()
+    # Every process dequantized the whole global batch with the same noise and took its share.
+    assert first == second
+    torch.testing.assert_close(
+        torch.tensor(first["loc"]), torch.tensor(single["loc"]), rtol=1e-10, atol=1e-12
+    )
+    for key in ("val_nll", "train_nll"):
+        assert first[key] == pytest.approx(single[key], rel=1e-10)
