@@ -23,7 +23,7 @@ from flows.cli.modeling import Standardizer, build_flow, default_flow
 from flows.cli.outputs import OutputPlan, atomic_path, plot_pair
 from flows.cli.workers import start_workers
 
-__all__ = ["run_fit"]
+__all__ = ["diverged_message", "run_fit"]
 
 # With no --epochs, aim for about this many optimizer steps (at least 2 epochs).
 TARGET_STEPS = 2000
@@ -163,7 +163,7 @@ def run_fit(args: argparse.Namespace) -> int:
                 elif workers.main:  # the compiler missing: one line, no source line quoted
                     print(f"flows: note: {warning.message}", file=sys.stderr)
         except FitDivergedError as error:
-            raise CLIError(_diverged(error, args)) from None
+            raise CLIError(diverged_message(error, args)) from None
         finally:
             bar.close()
         workers.stop()  # done with the other processes: leave the group before writing
@@ -200,7 +200,7 @@ def run_fit(args: argparse.Namespace) -> int:
         raise explained from error
 
 
-def _diverged(error: Any, args: argparse.Namespace) -> str:
+def diverged_message(error: Any, args: argparse.Namespace) -> str:
     """The line for flows-core's ``FitDivergedError``, in the command's own options."""
     return (
         f"training diverged at step {error.step} ({error.what} {error.loss:g}); lower --lr "

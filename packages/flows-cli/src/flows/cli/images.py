@@ -354,7 +354,7 @@ def _train(flow: Any, images: Any, levels: int, epochs: int, args: argparse.Name
     """flows-core's ``fit`` on the images, uniformly dequantized: its ``FitResult``."""
     import torch
 
-    from flows.cli.fitting import _diverged
+    from flows.cli.fitting import diverged_message
     from flows.core.training import FitDivergedError, fit
 
     dims = math.prod(images.shape[1:])
@@ -395,7 +395,7 @@ def _train(flow: Any, images: Any, levels: int, epochs: int, args: argparse.Name
             dequantize=dequantize,
         )
     except FitDivergedError as error:
-        raise CLIError(_diverged(error, args)) from None
+        raise CLIError(diverged_message(error, args)) from None
     finally:
         if bar is not None:
             bar.close()
