@@ -99,8 +99,9 @@ def test_datasets_says_what_digits_needs_when_it_is_missing(
 ):
     import flows.cli.listing as listing
 
-    found = listing._importable
-    monkeypatch.setattr(listing, "_importable", lambda module: module != missing and found(module))
+    # Everything else present, whatever this environment holds (flows-cli's own session has
+    # no flows-image).
+    monkeypatch.setattr(listing, "_importable", lambda module: module != missing)
     records = {r["name"]: r for r in run_json(capsys, "datasets")}
     assert records["digits"]["status"] == expected
     assert records["digits"]["shape"] == "1797 images, 1x8x8, 17 levels"
