@@ -148,7 +148,8 @@ def types(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def versions(session: nox.Session) -> None:
-    """Every package carries the same version and pins its siblings exactly."""
+    """Every package carries the same version and pins its siblings exactly; every package
+    has its isolated test session and is in the development environment."""
     found = {}
     for pyproject in sorted(PACKAGES.glob("flows-*/pyproject.toml")):
         project = tomllib.loads(pyproject.read_text())["project"]
@@ -162,6 +163,14 @@ def versions(session: nox.Session) -> None:
             name = requirement.split("=")[0].split(">")[0].split("<")[0].strip()
             if name in found and requirement != f"{name}=={version}":
                 session.error(f"{project['name']}: {requirement!r} must be {name}=={version}")
+    folders = sorted(path.parent.name for path in PACKAGES.glob("flows-*/pyproject.toml"))
+    missing = [name for name in folders if name.removeprefix("flows-") not in CLOSURE]
+    if missing:
+        session.error(f"no tests(<name>) session (CLOSURE) for {missing}")
+    development = (ROOT / "requirements" / "dev.txt").read_text()
+    missing = [name for name in folders if f"-e packages/{name}" not in development]
+    if missing:
+        session.error(f"requirements/dev.txt does not install {missing}")
     session.log(f"all {len(found)} packages at {version}")
 
 
