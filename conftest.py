@@ -25,3 +25,13 @@ def device(request: pytest.FixtureRequest):
     import torch
 
     return torch.device(request.config.getoption("--device"))
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a test's torch.distributed run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

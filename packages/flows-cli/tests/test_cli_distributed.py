@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,13 +32,9 @@ ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_two_processes_match_one(tmp_path: Path, tmp_path_factory, capsys):
+def test_torchrun_two_processes_match_one(
+    tmp_path: Path, tmp_path_factory, capsys, free_port: int
+):
     # torchrun's agent leaves a log folder in the temporary directory: keep it in pytest's.
     scratch = tmp_path_factory.mktemp("torchrun")
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
@@ -53,7 +48,7 @@ def test_torchrun_two_processes_match_one(tmp_path: Path, tmp_path_factory, caps
             "--master-addr",
             "127.0.0.1",
             "--master-port",
-            str(free_port()),
+            str(free_port),
             "-m",
             "flows.cli",
             "fit",

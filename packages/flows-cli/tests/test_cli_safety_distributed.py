@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -60,13 +59,7 @@ ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_a_stopped_process_ends_the_other_with_one_line(tmp_path: Path):
+def test_a_stopped_process_ends_the_other_with_one_line(tmp_path: Path, free_port: int):
     wrapper = tmp_path / "wrapper.py"
     wrapper.write_text(textwrap.dedent(WRAPPER))
     work = tmp_path / "work"
@@ -76,7 +69,7 @@ def test_a_stopped_process_ends_the_other_with_one_line(tmp_path: Path):
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
+        "MASTER_PORT": str(free_port),
         "WORLD_SIZE": "2",
         "LOCAL_WORLD_SIZE": "2",
     }

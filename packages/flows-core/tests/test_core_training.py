@@ -238,20 +238,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_fit_on_two_processes_takes_the_steps_of_one(tmp_path: Path):
+def test_fit_on_two_processes_takes_the_steps_of_one(tmp_path: Path, free_port: int):
     script = tmp_path / "ddp_fit.py"
     script.write_text(SCRIPT)
     out = tmp_path / "world2.json"
     subprocess.run(
-        [sys.executable, str(script), "2", str(_free_port()), str(out)],
+        [sys.executable, str(script), "2", str(free_port), str(out)],
         check=True,
         timeout=120,
         env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -63,20 +63,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(tmp_path: Path) -> tuple[dict, dict, dict]:
+def _spawn(tmp_path: Path, port: int) -> tuple[dict, dict, dict]:
     script = tmp_path / "ddp_norms.py"
     script.write_text(SCRIPT)
     out = tmp_path / "states.pt"
     subprocess.run(
-        [sys.executable, str(script), "2", str(_free_port()), str(out)],
+        [sys.executable, str(script), "2", str(port), str(out)],
         check=True,
         timeout=120,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -85,8 +77,10 @@ def _spawn(tmp_path: Path) -> tuple[dict, dict, dict]:
     return first, second, runpy.run_path(str(script))
 
 
-def test_two_processes_end_with_the_same_actnorm_and_batchnorm_state(tmp_path: Path):
-    first, second, code = _spawn(tmp_path)
+def test_two_processes_end_with_the_same_actnorm_and_batchnorm_state(
+    tmp_path: Path, free_port: int
+):
+    first, second, code = _spawn(tmp_path, free_port)
     for batchnorm in (False, True):
         zero, one = first[batchnorm], second[batchnorm]
         assert zero.keys() == one.keys()
