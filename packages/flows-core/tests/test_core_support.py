@@ -22,6 +22,7 @@ from flows.core.plugins import get_preset, list_presets
 from flows.core.support import normalize_support
 from flows.core.testing import check_elementwise, check_univariate
 from flows.core.transforms import SupportTransform
+from flows.core.transforms.support import INTERVAL_GAIN
 
 INF = math.inf
 # One feature of each kind: an interval, a lower bound, an upper bound, none.
@@ -55,12 +56,14 @@ def inside(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> bool:
 
 def change_of_variables(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``y = g^{-1}(x)`` and ``log |dy/dx|`` summed over features, for LOW and HIGH, in float64:
-    logit of the interval's fraction, inverse softplus of the distance to a half-line's bound."""
+    logit of the interval's fraction over the gain, inverse softplus of the distance to a
+    half-line's bound."""
     x = x.double()
     a, b = -1.0, 2.0
     u = (x[..., 0] - a) / (b - a)
-    y0 = torch.logit(u)
-    l0 = -torch.log(u * (1 - u)) - math.log(b - a)
+    gain = math.pi / math.sqrt(3.0)  # a uniform u maps to a y of unit variance
+    y0 = torch.logit(u) / gain
+    l0 = -torch.log(u * (1 - u)) - math.log((b - a) * gain)
     d1 = x[..., 1] - 0.5
     y1 = torch.log(torch.expm1(d1))
     l1 = d1 - torch.log(torch.expm1(d1))
@@ -324,7 +327,11 @@ def test_check_elementwise_catches_a_sample_on_the_bound(device):
     # A sigmoid without clamping rounds to 1 in float32 for large inputs.
     class Naive(SupportTransform):
         def call_and_ladj(self, y):
-            return torch.sigmoid(y), -nn.functional.softplus(y) - nn.functional.softplus(-y)
+            ky = INTERVAL_GAIN * y
+            ladj = (
+                math.log(INTERVAL_GAIN) - nn.functional.softplus(ky) - nn.functional.softplus(-ky)
+            )
+            return torch.sigmoid(ky), ladj
 
     with pytest.raises(
         AssertionError,

@@ -11,11 +11,10 @@ integer ``hidden_features`` is two hidden layers of that width.
 
 A bounded prior: pass its support, ``support=prior.support`` (or ``(low, high)``). The flow
 then lives on that box, so every sample is inside the prior's support and sbi's rejection of
-samples outside it (leakage) accepts all of them. The flow then models the logit of the
-standardized box, which reaches past a spline's default :math:`[-5, 5]` (where its layers are
-the identity) for the box's outer 1.3% (per feature, both ends): with a spline preset,
-``bound=8`` covers all but 0.07%, for a better held-out likelihood in the sbi benchmark
-(``BENCHMARKS.md``).
+samples outside it (leakage) accepts all of them. The flow then models the scaled logit of
+the standardized box (:class:`~flows.core.transforms.SupportTransform`), on which the prior has
+unit variance and a spline's default :math:`[-5, 5]` covers all but :math:`10^{-4}` of the box
+at either end.
 """
 
 from __future__ import annotations
