@@ -323,6 +323,27 @@ def test_mixed_kinds_computed_by_groups_equal_the_masked_map(dtype, device):
         torch.testing.assert_close(got, expected)
 
 
+def test_interior_points_lie_strictly_inside_for_every_kind(dtype, device):
+    cases = {
+        "interval": ([-1.0, 2.0], [3.0, 2.5]),
+        "lower": ([0.5, -7.0], [INF, INF]),
+        "upper": ([-INF, -INF], [3.0, -2.0]),
+        "real": ([-INF, -INF], [INF, INF]),
+        "mixed": ([-1.0, 0.5, -INF, -INF], [2.0, INF, 3.0, INF]),
+    }
+    like = torch.zeros((), dtype=dtype, device=device)
+    for kind, (low, high) in cases.items():
+        t = SupportTransform(low, high)
+        assert t.kind == kind
+        point = t.interior(like)
+        assert point.dtype == dtype and point.device.type == device.type
+        low_t, high_t = t.bounds(like)
+        assert inside(point, low_t, high_t), kind
+        # The kind's own formula gives the point the masked formula of a mixed support gives.
+        masked = SupportTransform(torch.tensor(low), torch.tensor(high)).interior(like)
+        torch.testing.assert_close(point, masked)
+
+
 def test_check_elementwise_catches_a_sample_on_the_bound(device):
     # A sigmoid without clamping rounds to 1 in float32 for large inputs.
     class Naive(SupportTransform):

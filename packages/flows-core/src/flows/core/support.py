@@ -168,16 +168,6 @@ def _check_pair(low: float, high: float, where: str) -> None:
         raise ValueError(f"{where} the bounds ({low}, {high}) leave no room for any value")
 
 
-def _interior(low: Tensor, high: Tensor) -> Tensor:
-    """A point inside each bound pair: its midpoint, or 1 away from its only bound, or 0."""
-    lower, upper = torch.isfinite(low), torch.isfinite(high)
-    a = torch.where(lower, low, torch.zeros_like(low))
-    b = torch.where(upper, high, torch.zeros_like(high))
-    return torch.where(
-        lower & upper, a / 2 + b / 2, torch.where(lower, a + 1, torch.where(upper, b - 1, a))
-    )
-
-
 def _masked_log_prob(
     log_prob: Callable[[Tensor], Tensor], x: Tensor, transform: SupportTransform, event_dims: int
 ) -> Tensor:
@@ -186,9 +176,9 @@ def _masked_log_prob(
     Points outside are replaced by an interior one before ``log_prob`` sees them, so that no
     infinite or NaN value enters the flow: their density, and every gradient, stay finite.
     """
-    low, high = transform._bounds(x)
+    low, high = transform.bounds(x)
     outside = (x <= low) | (x >= high)
-    x = torch.where(outside, _interior(low, high), x)
+    x = torch.where(outside, transform.interior(x), x)
     if event_dims > 0:
         outside = outside.flatten(-event_dims).any(dim=-1)
     log_p = log_prob(x)

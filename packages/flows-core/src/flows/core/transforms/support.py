@@ -160,15 +160,35 @@ class SupportTransform(UnivariateTransform):
     def codomain(self) -> constraints.Constraint:
         return constraints.interval(self.low, self.high)
 
-    def _bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
+    def bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """The bounds ``(a, b)`` as tensors of ``like``'s dtype and device."""
         low = torch.as_tensor(self.low, dtype=like.dtype, device=like.device)
         high = torch.as_tensor(self.high, dtype=like.dtype, device=like.device)
         return low, high
 
+    def interior(self, like: Tensor) -> Tensor:
+        """A point inside each pair of bounds: the midpoint of an interval, 1 away from a
+        half-line's bound, 0 on the line; of ``like``'s dtype and device."""
+        low, high = self.bounds(like)
+        if self.kind == "interval":
+            return torch.lerp(low, high, 0.5)
+        if self.kind == "lower":
+            return low + 1
+        if self.kind == "upper":
+            return high - 1
+        if self.kind == "real":
+            return torch.zeros_like(low)
+        lower, upper = torch.isfinite(low), torch.isfinite(high)
+        a = torch.where(lower, low, torch.zeros_like(low))
+        b = torch.where(upper, high, torch.zeros_like(high))
+        return torch.where(
+            lower & upper, a / 2 + b / 2, torch.where(lower, a + 1, torch.where(upper, b - 1, a))
+        )
+
     def _kinds(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The masks of the interval, lower and upper kinds, and finite stand-ins for the
         bounds (so that the branches not taken stay finite, and so do their gradients)."""
-        low, high = self._bounds(like)
+        low, high = self.bounds(like)
         lower, upper = torch.isfinite(low), torch.isfinite(high)
         interval = lower & upper
         a = torch.where(lower, low, torch.zeros_like(low))
@@ -183,7 +203,7 @@ class SupportTransform(UnivariateTransform):
         gradient grows as the inverse of the distance to the bound, and stays finite there,
         while the mass cut off, beyond a logit of -44 in float32, is nil. An infinite bound
         becomes the largest float."""
-        low, high = self._bounds(like)
+        low, high = self.bounds(like)
         margin = math.sqrt(torch.finfo(like.dtype).tiny)
         inner_low = torch.maximum(torch.nextafter(low, high), low + margin)
         inner_high = torch.minimum(torch.nextafter(high, low), high - margin)
@@ -191,7 +211,7 @@ class SupportTransform(UnivariateTransform):
 
     def call_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.kind != "mixed":
-            x, ladj = _call_one_kind(self.kind, y, *self._bounds(y))
+            x, ladj = _call_one_kind(self.kind, y, *self.bounds(y))
         elif self.groups is not None:
             x, ladj = self._grouped(_call_one_kind, y)
         else:
@@ -201,7 +221,7 @@ class SupportTransform(UnivariateTransform):
 
     def _grouped(self, one_kind: _OneKind, v: Tensor) -> tuple[Tensor, Tensor]:
         """``one_kind`` on each group of features of one kind, put back in the features' order."""
-        low, high = self._bounds(v)
+        low, high = self.bounds(v)
         low, high = low.expand(v.shape[-1:]), high.expand(v.shape[-1:])
         values, ladjs = [], []
         for kind, index in self.groups or ():
@@ -242,7 +262,7 @@ class SupportTransform(UnivariateTransform):
 
     def inverse_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.kind != "mixed":
-            return _inverse_one_kind(self.kind, x, *self._bounds(x))
+            return _inverse_one_kind(self.kind, x, *self.bounds(x))
         if self.groups is not None:
             return self._grouped(_inverse_one_kind, x)
         return self._inverse_mixed(x)
