@@ -136,6 +136,16 @@ def test_iaf_starts_at_the_base(dtype, device):
     assert gap.abs().max() < 0.1
 
 
+def test_iaf_networks_take_relu_by_default_and_any_activation_given():
+    # The docstring says ReLU by default and activation= for another (ELU, the paper's).
+    def activations(flow: IAF) -> set[type[nn.Module]]:
+        kinds = {nn.ReLU, nn.ELU}
+        return {type(m) for m in flow.modules() if type(m) in kinds}
+
+    assert activations(IAF(3, transforms=2, **H)) == {nn.ReLU}
+    assert activations(IAF(3, transforms=2, activation=nn.ELU, **H)) == {nn.ELU}
+
+
 def test_iaf_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"IAF: transforms must be an int >= 1, got 0"):
         IAF(3, transforms=0)
