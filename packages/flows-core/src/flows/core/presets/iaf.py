@@ -35,8 +35,8 @@ class IAF(Preset, Flow):
     paper's activation, is one argument away (``activation=torch.nn.ELU``) but is not the
     default: in the variational-inference benchmark (``BENCHMARKS.md``, seeds 0 to 2) it
     fitted a 50-dimensional correlated Gaussian closer (sliced 1-Wasserstein distance about
-    0.08 against 0.13) but a banana, an 8-mode ring and Neal's funnel worse, and Pyro's IAF
-    with ELU gained and lost alike. It suits targets close to a Gaussian.
+    0.08 against 0.13; Pyro's IAF gained as much from it) but a banana, an 8-mode ring and
+    Neal's funnel worse. It suits targets close to a Gaussian.
 
     Arguments:
         features: The number of features :math:`F`.
