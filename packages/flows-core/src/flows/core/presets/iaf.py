@@ -33,10 +33,9 @@ class IAF(Preset, Flow):
 
     The masked networks use ReLU, as MAF's and Pyro's ``AutoIAFNormal``'s do. ELU, the IAF
     paper's activation, is one argument away (``activation=torch.nn.ELU``) but is not the
-    default: in the variational-inference benchmark (``BENCHMARKS.md``, seeds 0 to 2) it
-    fitted a 50-dimensional correlated Gaussian closer (sliced 1-Wasserstein distance about
-    0.08 against 0.13; Pyro's IAF gained as much from it) but a banana, an 8-mode ring and
-    Neal's funnel worse. It suits targets close to a Gaussian.
+    default: in the variational-inference benchmark (``BENCHMARKS.md``) it fitted a
+    50-dimensional correlated Gaussian closer, and a banana, an 8-mode ring and Neal's funnel
+    worse. It suits targets close to a Gaussian.
 
     Arguments:
         features: The number of features :math:`F`.
