@@ -50,7 +50,7 @@ REFERENCES = pathlib.Path(__file__).parent / "references"
 ESTIMATORS = ("nsf", "zuko_nsf", "flows")
 # Ours without the prior's support, and with it and splines on [-8, 8], to see what each
 # changes (not run by default).
-EXTRA = ("flows-unbounded", "flows-bound8")
+EXTRA = ("flows-unbounded",)
 
 
 def builder(name: str, task: Task) -> object:
@@ -60,13 +60,8 @@ def builder(name: str, task: Task) -> object:
         return sbi_posterior_nn(
             model="zuko_nsf", hidden_features=[50, 50], num_transforms=5, num_bins=10
         )
-    bounded = task.bounded and name in ("flows", "flows-bound8")
+    bounded = task.bounded and name == "flows"
     support = {"support": task.prior().support} if bounded else {}
-    if bounded and name == "flows-bound8":
-        # The support's sigmoid sends the box's outer 1.3% (per feature, both ends) beyond the
-        # splines' default [-5, 5], where every layer is the identity: [-8, 8] covers all but
-        # 0.07% of it. A better held-out likelihood, not a better C2ST (BENCHMARKS.md).
-        support["bound"] = 8.0
     return posterior_nn("nsf", transforms=5, hidden_features=(50, 50), bins=10, **support)
 
 

@@ -8,6 +8,7 @@ affects less than one long run does.
 
     python benchmarks/sbi/steps.py                       # ours with the box support
     python benchmarks/sbi/steps.py --estimator flows-unbounded --tasks crescent
+    python benchmarks/sbi/steps.py --phases   # where a step's time goes, estimator by estimator
 """
 
 from __future__ import annotations
@@ -42,12 +43,42 @@ def block(
     return (time.process_time() - start) / steps * 1e3
 
 
+PHASES = ("zero_grad", "forward", "backward", "clip", "adam")
+
+
+def phases(
+    net: Any, optimizer: torch.optim.Optimizer, theta: Tensor, x: Tensor, steps: int
+) -> None:
+    """Print the CPU milliseconds of each phase of a step, averaged over ``steps`` steps."""
+    batch = torch.randint(0, 9_000, (200,))
+    theta, x = theta[batch], x[batch]
+    totals = dict.fromkeys(PHASES, 0.0)
+    for _ in range(steps):
+        marks = [time.process_time()]
+        optimizer.zero_grad()
+        marks.append(time.process_time())
+        loss = net.loss(theta, x).mean()
+        marks.append(time.process_time())
+        loss.backward()
+        marks.append(time.process_time())
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        marks.append(time.process_time())
+        optimizer.step()
+        marks.append(time.process_time())
+        for phase, start, end in zip(PHASES, marks, marks[1:], strict=False):
+            totals[phase] += end - start
+    print("  ".join(f"{p} {t / steps * 1e3:.2f}" for p, t in totals.items()), "ms", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--estimator", default="flows", choices=("flows", "flows-unbounded"))
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument(
+        "--phases", action="store_true", help="time each phase of a step instead of the ratio"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -63,6 +94,11 @@ def main() -> int:
 
         for estimator in nets:  # first-call costs, not timed
             block(*nets[estimator], theta, x, 20)
+        if args.phases:
+            for estimator in nets:
+                print(f"{name}: {estimator}", end="  ")
+                phases(*nets[estimator], theta, x, 500)
+            continue
         theirs, ours = [], []
         for _ in range(args.blocks):
             theirs.append(block(*nets["zuko_nsf"], theta, x, args.steps))
