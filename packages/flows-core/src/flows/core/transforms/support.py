@@ -3,10 +3,9 @@ r"""The bijection from the real line onto a support: an interval, a half-line or
 :class:`SupportTransform` maps each element :math:`y \in \mathbb{R}` onto its own
 :math:`(a, b)`, by the kind of its bounds:
 
-* an interval, :math:`x = a + (b - a) \, \sigma(\kappa y)` (affine sigmoid),
-  :math:`\log |dx/dy| = \log((b - a) \kappa) - \operatorname{softplus}(\kappa y)
-  - \operatorname{softplus}(-\kappa y)`, with the gain :math:`\kappa = \pi / \sqrt{3}`
-  (:data:`INTERVAL_GAIN`);
+* an interval, :math:`x = a + (b - a) \, \sigma(\kappa y)` (affine sigmoid), with the gain
+  :math:`\kappa = \pi / \sqrt{3}` (:data:`INTERVAL_GAIN`), and with :math:`s(t)` the softplus,
+  :math:`\log |dx/dy| = \log((b - a) \kappa) - s(\kappa y) - s(-\kappa y)`;
 * a lower bound (:math:`b = \infty`), :math:`x = a + \operatorname{softplus}(y)`,
   :math:`\log |dx/dy| = -\operatorname{softplus}(-y)`;
 * an upper bound (:math:`a = -\infty`), :math:`x = b - \operatorname{softplus}(-y)`,
