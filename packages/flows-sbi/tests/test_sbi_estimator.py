@@ -156,6 +156,19 @@ def test_sbi_option_spellings_reach_the_preset():
         posterior_nn("maf", num_transforms=4, transforms=3)
 
 
+def test_sbi_tail_bound_is_the_spline_interval(device):
+    theta, x = torch.randn(20, 2, device=device), torch.randn(20, 3, device=device)
+    estimator = posterior_nn("nsf", num_bins=4, tail_bound=3.0)(theta, x)
+    assert estimator.net.arguments["bound"] == 3.0
+    assert estimator.net.arguments["bins"] == 4
+    # Outside [-3, 3] every spline is the identity: the flow's first layer leaves 4.0 alone.
+    first = estimator.net(torch.zeros(3, device=device)).transform.transforms[0]
+    outside = torch.tensor([4.0, -4.0], device=device)
+    inside = torch.tensor([2.0, -2.0], device=device)
+    assert torch.equal(first(outside), outside)
+    assert not torch.equal(first(inside), inside)
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

@@ -6,8 +6,9 @@ those batches and build any preset of the registry (or a constructor) with the e
 condition as its context, inside a :class:`flows.sbi.FlowEstimator`.
 
 sbi's own option names are understood too, so that sbi's tutorials run with only the builder
-swapped: ``num_transforms`` is the preset's ``transforms``, ``num_bins`` its ``bins``, and an
-integer ``hidden_features`` is two hidden layers of that width.
+swapped: ``num_transforms`` is the preset's ``transforms``, ``num_bins`` its ``bins``,
+``tail_bound`` a spline preset's ``bound``, and an integer ``hidden_features`` is two hidden
+layers of that width.
 
 A bounded prior: pass its support, ``support=prior.support`` (or ``(low, high)``). The flow
 then lives on that box, so every sample is inside the prior's support and sbi's rejection of
@@ -37,7 +38,7 @@ from flows.sbi.estimator import FlowEstimator, Standardize
 _Z_SCORES = ("independent", "structured", "none", None)
 
 # sbi's spelling -> ours.
-_ALIASES = {"num_transforms": "transforms", "num_bins": "bins"}
+_ALIASES = {"num_transforms": "transforms", "num_bins": "bins", "tail_bound": "bound"}
 
 
 def posterior_nn(
