@@ -74,8 +74,8 @@ def builder(name: str, task: Task, bound: float = BOUND) -> object:
 def run(task: Task, name: str, theta, x, x_o, reference, args) -> dict[str, object]:
     prior = task.prior()
     torch.manual_seed(args.seed)
-    estimator = builder(name, task, args.bound)
-    inference = NPE(prior, density_estimator=estimator, show_progress_bars=False)
+    build = builder(name, task, args.bound)
+    inference = NPE(prior, density_estimator=build, show_progress_bars=False)
     inference.append_simulations(theta, x)
     options = {} if args.max_epochs is None else {"max_num_epochs": args.max_epochs}
     start, cpu = time.perf_counter(), time.process_time()
