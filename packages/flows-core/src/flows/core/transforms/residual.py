@@ -55,12 +55,14 @@ def solve_tanh_equation(p: Tensor, q: Tensor, c: Tensor, s: Tensor) -> Tensor:
     The left side is strictly increasing in :math:`v` (its derivative
     :math:`1 + pq (1 - \tanh^2) > 0` when :math:`pq > -1`), and the root lies in
     :math:`[s - |p|, s + |p|]`. Newton steps are taken inside that bracket, a bisection where a
-    step would leave it, until every step is below :data:`STEP_EPSILONS` machine epsilons of
-    :math:`1 + |v|` (at most :data:`MAX_ITERATIONS` iterations), without gradients; under
-    ``torch.compile``, the same iterations and stops run as a ``torch.while_loop`` in the
-    graph, with the same roots. A last
-    Newton step with gradients makes the root differentiable in :math:`p, q, c, s` (the
-    implicit function theorem), at the cost of one evaluation.
+    step would leave it or would not be under half the step before the last (Newton alone can
+    cycle between the two tails of the hyperbolic tangent when :math:`pq` is large), until
+    every step (a bisection's is half the bracket) is below :data:`STEP_EPSILONS` machine
+    epsilons of :math:`1 + |v|` (at most :data:`MAX_ITERATIONS` iterations), without
+    gradients; under ``torch.compile``, the same iterations and stops run as a
+    ``torch.while_loop`` in the graph, with the same roots. A last Newton step with gradients
+    makes the root differentiable in :math:`p, q, c, s` (the implicit function theorem), at the
+    cost of one evaluation.
 
     This is a numerical solve: the residual is at the level of round-off, and the error in
     :math:`v` is that divided by the derivative, large only where the map is nearly flat
@@ -87,44 +89,50 @@ def solve_tanh_equation(p: Tensor, q: Tensor, c: Tensor, s: Tensor) -> Tensor:
         lo, hi = s0 - p0.abs(), s0 + p0.abs()
         v = s0 - p0 * torch.tanh(q0 * s0 + c0)  # one fixed-point step, inside the bracket
         tolerance = STEP_EPSILONS * torch.finfo(v.dtype).eps
+        # The root, its bracket and the sizes of the last two steps.
+        state = (v, lo, hi, hi - lo, hi - lo)
 
         def iterate(
-            v: Tensor, lo: Tensor, hi: Tensor, steps: int = _CHECK_EVERY
-        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            state: tuple[Tensor, ...], steps: int = _CHECK_EVERY
+        ) -> tuple[tuple[Tensor, ...], Tensor]:
             # A few steps, then whether the last was converged everywhere.
+            v, lo, hi, last, before_last = state
             for _ in range(steps):
                 t = torch.tanh(q0 * v + c0)
                 f = v + p0 * t - s0
                 lo = torch.where(f < 0, v, lo)
                 hi = torch.where(f > 0, v, hi)
                 newton = v - f / (1 + pq * (1 - t * t))
-                inside = (newton > lo) & (newton < hi)
-                step = torch.where(inside, newton, (lo + hi) / 2) - v
-                v = v + step
-            return v, lo, hi, (step.abs() <= tolerance * (1 + v.abs())).all()
+                size = (newton - v).abs()
+                fast = (newton > lo) & (newton < hi) & (2 * size <= before_last)
+                # A bisection's size is half the bracket, not how far v moves to its middle.
+                half = (hi - lo) / 2
+                before_last, last = last, torch.where(fast, size, half)
+                v = torch.where(fast, newton, lo + half)
+            return (v, lo, hi, last, before_last), (last <= tolerance * (1 + v.abs())).all()
 
         whole, rest = divmod(MAX_ITERATIONS, _CHECK_EVERY)
         if torch.compiler.is_compiling():
             # The same iterations and stops, as one loop in the graph: a Python test of the
             # stop would break it.
-            def body(
-                i: Tensor, v: Tensor, lo: Tensor, hi: Tensor, stop: Tensor
-            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-                return i + _CHECK_EVERY, *iterate(v, lo, hi)
+            def body(i: Tensor, stop: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+                state, stop = iterate(state)
+                return i + _CHECK_EVERY, stop, *state
 
-            def running(i: Tensor, v: Tensor, lo: Tensor, hi: Tensor, stop: Tensor) -> Tensor:
+            def running(i: Tensor, stop: Tensor, *state: Tensor) -> Tensor:
                 return (i < whole * _CHECK_EVERY) & ~stop
 
             start = torch.zeros((), dtype=torch.long, device=v.device)
-            _, v, lo, hi, stop = torch.while_loop(running, body, (start, v, lo, hi, start.bool()))
+            _, stop, *looped = torch.while_loop(running, body, (start, start.bool(), *state))
+            v = looped[0]
             if rest:
-                v = torch.where(stop, v, iterate(v, lo, hi, rest)[0])
+                v = torch.where(stop, v, iterate(tuple(looped), rest)[0][0])
         else:
             for chunk in range(whole + (rest > 0)):
-                steps = _CHECK_EVERY if chunk < whole else rest
-                v, lo, hi, converged = iterate(v, lo, hi, steps)
+                state, converged = iterate(state, _CHECK_EVERY if chunk < whole else rest)
                 if bool(converged):
                     break
+            v = state[0]
     t = torch.tanh(q * v + c)
     return v - (v + p * t - s) / (1 + p * q * (1 - t * t))
 
@@ -146,7 +154,9 @@ class PlanarTransform(OnePassTransform):
     equation :math:`a + w^\top \hat{u} \tanh(a) = w^\top x + b` (:func:`solve_tanh_equation`),
     then :math:`z = x - \hat{u} \tanh(a)`. A round trip :math:`x \to z \to x` is within
     round-off (tested: :math:`10^{-5}` in float32, :math:`10^{-10}` in float64, relative to
-    :math:`1 + |x|`).
+    :math:`1 + |x|`, plus the round-off of evaluating the map at :math:`z`, a few
+    :math:`\epsilon (|z| + |J| |z|)`, which dominates only where a large :math:`z` is mapped
+    onto a small :math:`x`).
 
     Arguments:
         w: The normal of the plane, of shape :math:`(*, D)`.
@@ -281,7 +291,9 @@ class SylvesterTransform(OnePassTransform):
     :math:`v_i + r_{ii} \tanh(\tilde{r}_{ii} v_i + c_i) = s_i` per component
     (:func:`solve_tanh_equation`). A round trip :math:`x \to z \to x` is within round-off
     (tested: :math:`10^{-5}` in float32, :math:`10^{-10}` in float64, relative to
-    :math:`1 + |x|`, for moderate parameters).
+    :math:`1 + |x|`, plus the round-off of evaluating the map at :math:`z`, a few
+    :math:`\epsilon (|z| + |J| |z|)`, which dominates only where a large :math:`z` is mapped
+    onto a small :math:`x`).
 
     Arguments:
         q: The unconstrained :math:`Q`, of shape :math:`(*, D, M)` with :math:`M \leq D`.
