@@ -1,8 +1,9 @@
 """Sessions for the flows monorepo.
 
 Each ``tests(<package>)`` session installs one package and only the flows packages it declares
-(real, non-editable installs), so a missing dependency fails there first. ``all`` runs every
-suite together against editable installs, with doctests.
+(real, non-editable installs), so a missing dependency fails there first; there, only tests
+marked ``together`` may skip, those that need more than the package's closure. ``all`` installs
+every package and extra (editable) and runs those tests and the docstring examples.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def tests(session: nox.Session, package: str) -> None:
         *PARALLEL,
         f"packages/flows-{package}/tests",
         *session.posargs,
-        env={"FLOWS_ISOLATED": package, **ONE_THREAD},
+        env={"FLOWS_SKIPS": "together", **ONE_THREAD},
     )
 
 
@@ -176,11 +177,19 @@ def versions(session: nox.Session) -> None:
 
 @nox.session(name="all")
 def all_(session: nox.Session) -> None:
-    """Every package editable, every suite and every docstring example together."""
-    # With every extra: the ONNX export tests run here.
+    """Every package editable with every extra: the tests marked ``together``, the docstrings.
+
+    The isolated ``tests(<package>)`` sessions run every other test and skip these, which need
+    more than one package's closure (the ONNX export, another flows package); here none may
+    skip. Arguments after ``--`` replace ``-m together``: ``nox -s all -- -m ""`` runs every
+    suite together.
+    """
     paths = _paths(list(CLOSURE), editable=True, extras=EVERY_EXTRA)
     session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths)
-    session.run("pytest", *PARALLEL, "packages", *session.posargs, env=ONE_THREAD)
+    selection = session.posargs or ["-m", "together"]
+    session.run(
+        "pytest", *PARALLEL, "packages", *selection, env={"FLOWS_SKIPS": "none", **ONE_THREAD}
+    )
     sources = [str(path) for path in sorted(PACKAGES.glob("flows-*/src/flows"))]
     session.run("pytest", *PARALLEL, "--doctest-modules", *sources, env=ONE_THREAD)
 

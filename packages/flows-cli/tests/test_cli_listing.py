@@ -70,6 +70,7 @@ def test_datasets_lists_every_built_in_set(capsys):
     assert names[len(TOY_SETS) :] == sorted(IMAGE_SETS) == sorted(IMAGE_DESCRIPTIONS)
 
 
+@pytest.mark.together
 def test_datasets_describes_digits_as_the_data_is(capsys):
     records = {r["name"]: r for r in run_json(capsys, "datasets")}
     digits = records["digits"]

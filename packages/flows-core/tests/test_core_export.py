@@ -52,10 +52,13 @@ FORMATS = [
     "pt2",
     pytest.param(
         "onnx",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("onnxruntime") is None,
-            reason="the export extra is not installed",
-        ),
+        marks=[
+            pytest.mark.together,
+            pytest.mark.skipif(
+                importlib.util.find_spec("onnxruntime") is None,
+                reason="the export extra is not installed",
+            ),
+        ],
     ),
 ]
 _PROGRAMS: dict[tuple[str, str], torch.export.ExportedProgram] = {}
@@ -84,6 +87,7 @@ def test_exported_flow_matches_eager(name, what, format, tmp_path, dtype, device
     check_exported_flow(flow, what, path, program=program(name, what))
 
 
+@pytest.mark.together
 def test_export_folds_the_standardization_and_checks_what_it_wrote(tmp_path, dtype, device):
     pytest.importorskip("onnxruntime")
     flow = make("maf-context", dtype, device)
@@ -283,6 +287,7 @@ class _Normal(nn.Module):
         return torch.special.log_ndtr(z), torch.special.ndtri(p)
 
 
+@pytest.mark.together
 def test_onnx_normal_functions_match_torch_in_both_tails(tmp_path, device):
     onnxruntime = pytest.importorskip("onnxruntime")
     like = {"device": device}

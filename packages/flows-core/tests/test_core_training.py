@@ -148,6 +148,7 @@ def test_fit_stops_when_the_callback_says_so():
     assert result.steps == 4
 
 
+@pytest.mark.together
 def test_fit_accepts_arrays_and_moves_them_to_the_flow_dtype():
     # numpy is not a dependency of flows-core; the arrays path matters where it is installed.
     pytest.importorskip("numpy")

@@ -28,8 +28,12 @@ SMALL = {
     "cnf": {"hidden_features": (8, 8)},
 }
 # tests(sbi) installs flows-splines beside flows-sbi's closure, not flows-ode: "cnf" is tested
-# where it is installed (the dev environment, nox -s all).
-PRESETS = [name for name in SMALL if name != "cnf" or importlib.util.find_spec("flows.ode")]
+# where it is installed (nox -s all).
+NEEDS_ODE = [
+    pytest.mark.together,
+    pytest.mark.skipif(importlib.util.find_spec("flows.ode") is None, reason="no flows-ode"),
+]
+PRESETS = [pytest.param(name, marks=NEEDS_ODE) if name == "cnf" else name for name in SMALL]
 
 
 def small_batch():

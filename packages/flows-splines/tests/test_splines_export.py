@@ -30,10 +30,13 @@ FORMATS = [
     "pt2",
     pytest.param(
         "onnx",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("onnxruntime") is None,
-            reason="the export extra is not installed",
-        ),
+        marks=[
+            pytest.mark.together,
+            pytest.mark.skipif(
+                importlib.util.find_spec("onnxruntime") is None,
+                reason="the export extra is not installed",
+            ),
+        ],
     ),
 ]
 _PROGRAMS: dict[tuple[str, str], torch.export.ExportedProgram] = {}
