@@ -90,7 +90,7 @@ def solve_tanh_equation(p: Tensor, q: Tensor, c: Tensor, s: Tensor) -> Tensor:
         v = s0 - p0 * torch.tanh(q0 * s0 + c0)  # one fixed-point step, inside the bracket
         tolerance = STEP_EPSILONS * torch.finfo(v.dtype).eps
         # The root, its bracket and the sizes of the last two steps.
-        state = (v, lo, hi, hi - lo, hi - lo)
+        state: tuple[Tensor, ...] = (v, lo, hi, hi - lo, hi - lo)
 
         def iterate(
             state: tuple[Tensor, ...], steps: int = _CHECK_EVERY
