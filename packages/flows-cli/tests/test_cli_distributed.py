@@ -61,7 +61,15 @@ def test_torchrun_two_processes_match_one(
         text=True,
         timeout=300,
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)},
+        # PYTHONFAULTHANDLER: a process that dies of a signal (one SIGABRT, "terminate called
+        # without an active exception", was seen once under heavy load) prints every thread's
+        # Python stack, so the failure says where it was.
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "TMPDIR": str(scratch),
+            "PYTHONFAULTHANDLER": "1",
+        },
     )
     assert result.returncode == 0, result.stderr
     # Only rank 0 prints its summary and writes.
