@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import socket
 import stat
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +15,11 @@ import torch
 from flows.cli.outputs import (
     OutputError,
     OutputPlan,
-    Terminated,
     atomic_file,
     atomic_path,
     is_flows_checkpoint,
     is_flows_plot,
     plot_pair,
-    sigterm_raises,
     write_rows,
 )
 from flows.core import MAF
@@ -251,30 +247,3 @@ def test_write_rows_refuses_a_wrong_row_count_and_leaves_nothing(tmp_path: Path)
     with pytest.raises(ValueError, match=r"12 rows were written to .*, 13 announced"):
         write_rows(chunks(4), ["a", "b"], 13, str(tmp_path / "t.npy"), io.StringIO())
     assert list(tmp_path.iterdir()) == []
-
-
-# SIGTERM
-
-
-def test_sigterm_raises_within_the_block_only():
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Terminated), sigterm_raises():
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(1000):  # the handler runs between bytecodes
-            pass
-    assert signal.getsignal(signal.SIGTERM) == before
-    assert not issubclass(Terminated, Exception)  # no `except Exception` swallows it
-
-
-def test_sigterm_raises_does_nothing_outside_the_main_thread():
-    seen = []
-
-    def worker():
-        with sigterm_raises():
-            seen.append(signal.getsignal(signal.SIGTERM))
-
-    before = signal.getsignal(signal.SIGTERM)
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join()
-    assert seen == [before]

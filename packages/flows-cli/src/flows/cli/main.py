@@ -338,10 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
     debug = bool(os.environ.get("FLOWS_TRACEBACK"))
-    from flows.cli.outputs import Terminated, sigterm_raises
+    from flows.cli.interrupts import Terminated, interrupts_raise
 
     try:
-        with sigterm_raises():  # so that a killed command removes its temporary files
+        with interrupts_raise():  # so that a killed command removes its temporary files
             return _resolve(args.run)(args) or 0
     except Terminated:
         print(f"{PROG}: interrupted (SIGTERM)", file=sys.stderr)

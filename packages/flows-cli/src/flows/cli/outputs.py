@@ -21,9 +21,9 @@ would destroy something:
 The files are then written by :func:`atomic_path` or :func:`atomic_file`: inside a private
 temporary folder beside the target (``.NAME.XXXX.tmp``), flushed to disk, given the permission
 bits of the file they replace (a new file gets ``0o666 & ~umask``), and renamed onto the target:
-the target is the old file or the whole new one, never a part. :func:`sigterm_raises` turns
-SIGTERM into :class:`Terminated` while a command runs, so this cleanup also runs when the
-command is killed.
+the target is the old file or the whole new one, never a part. While a command runs, SIGTERM
+and Ctrl-C are exceptions (:mod:`flows.cli.interrupts`), so this cleanup also runs when the
+command is killed, and they wait while the folder is made and its removal put in place.
 
 Example:
     >>> import tempfile
@@ -56,29 +56,26 @@ import contextlib
 import io
 import os
 import shutil
-import signal
 import stat
 import struct
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from flows.cli.arguments import CLIError
+from flows.cli.interrupts import held
 
 __all__ = [
     "PLOT_SOFTWARE",
     "OutputError",
     "OutputPlan",
-    "Terminated",
     "atomic_file",
     "atomic_path",
     "is_flows_checkpoint",
     "is_flows_export",
     "is_flows_plot",
     "plot_pair",
-    "sigterm_raises",
     "write_rows",
     "write_table",
 ]
@@ -102,14 +99,6 @@ _WHAT = {
 
 class OutputError(CLIError):
     """An output path the command refuses to write; the message names it and how to proceed."""
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived while a command ran (raised by the handler of :func:`sigterm_raises`).
-
-    A :class:`BaseException`, as :class:`KeyboardInterrupt`, so that no ``except Exception``
-    swallows it, while every ``finally`` and ``except BaseException`` cleanup runs.
-    """
 
 
 def _node(mode: int) -> str:
@@ -363,13 +352,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     the file before it gets its final mode), which is removed whatever happens.
     """
     target = Path(path)
-    folder = tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    folder = None
     try:
+        # An interruption while the folder is made waits until its removal below is in place.
+        with held():
+            folder = tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         staged = Path(folder, target.name)
         yield staged
         _commit(staged, target)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            with held():  # and one during the removal waits until it is done
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -377,23 +371,6 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     """Open the new ``path`` for writing; it replaces ``path`` only if the block succeeds."""
     with atomic_path(path) as staged, open(staged, mode) as file:
         yield file
-
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; else no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _csv_rows(values: Any) -> str:
