@@ -66,6 +66,27 @@ def _paths(
     return paths
 
 
+# What the local packages build with (their pyproject.toml's build-system.requires), installed
+# once per session: pip's default builds each package in a fresh environment of its own,
+# installing the backend every time (measured: 9.6 s -> 2.0 s for three packages).
+BUILD_REQUIREMENTS = sorted(
+    {
+        requirement
+        for path in [
+            *PACKAGES.glob("flows-*/pyproject.toml"),
+            *ROOT.glob("examples/*/pyproject.toml"),
+        ]
+        for requirement in tomllib.loads(path.read_text())["build-system"]["requires"]
+    }
+)
+
+
+def _install(session: nox.Session, *args: str) -> None:
+    """``pip install`` under the constraints, the local packages built without isolation."""
+    session.install(*CONSTRAINTS, *BUILD_REQUIREMENTS)
+    session.install(*CONSTRAINTS, "--no-build-isolation", *args)
+
+
 def _require_installed(session: nox.Session, expected: set[str]) -> None:
     """Fail unless exactly the ``expected`` flows distributions are installed."""
     installed = {
@@ -85,7 +106,7 @@ def tests(session: nox.Session, package: str) -> None:
     # The optional extras are part of what a package declares, so its tests use them.
     paths = _paths(CLOSURE[package] + extras, extras=TESTED_EXTRAS)
     # One pip call for every local package: the exact sibling pins are not on any index.
-    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths)
+    _install(session, *TEST_REQUIREMENTS, *paths)
     _require_installed(session, {f"flows-{name}" for name in CLOSURE[package] + extras})
     session.run(
         "pytest",
@@ -107,14 +128,14 @@ def plugins(session: nox.Session, step: str) -> None:
     packages = ["nn", "core", "splines", "cli"] if step == "splines" else ["nn", "core", "cli"]
     expected = {f"flows-{name}" for name in packages}
     if step == "core":
-        session.install(*CONSTRAINTS, *_paths(packages))
+        _install(session, *_paths(packages))
         checks = ["--absent", "rqs", "--absent-preset", "nsf"]
     elif step == "splines":
-        session.install(*CONSTRAINTS, *_paths(packages))
+        _install(session, *_paths(packages))
         checks = ["--present", "rqs", "--present-preset", "nsf"]
         checks += ["--distribution", "rqs=flows-splines"]
     else:
-        session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *_paths(packages), example)
+        _install(session, *TEST_REQUIREMENTS, *_paths(packages), example)
         expected.add("flows-example-plugin")
         checks = ["--present", "sinh-arcsinh", "--absent", "rqs", "--absent-preset", "nsf"]
         checks += ["--distribution", "sinh-arcsinh=flows-example-plugin"]
@@ -143,7 +164,7 @@ def types(session: nox.Session) -> None:
     """
     # matplotlib's annotations, for the plots of flows-cli
     paths = _paths(list(CLOSURE), editable=True, extras=PLOT)
-    session.install(*CONSTRAINTS, "-r", "requirements/types.txt", *paths)
+    _install(session, "-r", "requirements/types.txt", *paths)
     session.run("mypy", *session.posargs)
 
 
@@ -185,7 +206,7 @@ def all_(session: nox.Session) -> None:
     suite together.
     """
     paths = _paths(list(CLOSURE), editable=True, extras=EVERY_EXTRA)
-    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *paths)
+    _install(session, *TEST_REQUIREMENTS, *paths)
     selection = session.posargs or ["-m", "together"]
     session.run(
         "pytest", *PARALLEL, "packages", *selection, env={"FLOWS_SKIPS": "none", **ONE_THREAD}
@@ -244,7 +265,7 @@ def fuzz(session: nox.Session) -> None:
     ``FLOWS_FUZZ_EXAMPLES`` examples per property (default 100); ``FLOWS_FUZZ_SEED`` set
     draws new ones instead of the same ones every run.
     """
-    session.install(*CONSTRAINTS, *TEST_REQUIREMENTS, *_paths(list(CLOSURE)))
+    _install(session, *TEST_REQUIREMENTS, *_paths(list(CLOSURE)))
     session.run("pytest", "fuzz", *session.posargs)
 
 
@@ -259,8 +280,8 @@ def dev(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Speed side by side with zuko and nflows (competitors installed here only)."""
-    session.install(
-        *CONSTRAINTS,
+    _install(
+        session,
         *_paths(["nn", "core", "splines", "cli"]),
         "-r",
         "benchmarks/requirements.txt",
@@ -271,23 +292,21 @@ def bench(session: nox.Session) -> None:
 @nox.session(name="sbi-bench", default=False)
 def sbi_bench(session: nox.Session) -> None:
     """NPE with our NSF against sbi's nsf (nflows) and zuko_nsf: C2ST and times, three tasks."""
-    session.install(*CONSTRAINTS, *_paths(["nn", "core", "splines", "sbi"]))
+    _install(session, *_paths(["nn", "core", "splines", "sbi"]))
     session.run("python", "benchmarks/sbi/run.py", *session.posargs)
 
 
 @nox.session(default=False)
 def quality(session: nox.Session) -> None:
     """Fit quality, KL(p || q) on densities known exactly, side by side with zuko."""
-    session.install(
-        *CONSTRAINTS, *_paths(["nn", "core", "splines"]), "-r", "benchmarks/requirements.txt"
-    )
+    _install(session, *_paths(["nn", "core", "splines"]), "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/quality.py", *session.posargs)
 
 
 @nox.session(name="vi-bench", default=False)
 def vi_bench(session: nox.Session) -> None:
     """Variational inference side by side with Pyro's autoguides (pyro-ppl by flows-pyro)."""
-    session.install(*CONSTRAINTS, *_paths(["nn", "core", "splines", "pyro"]))
+    _install(session, *_paths(["nn", "core", "splines", "pyro"]))
     session.run("python", "benchmarks/vi.py", *session.posargs)
 
 
@@ -295,7 +314,7 @@ def vi_bench(session: nox.Session) -> None:
 def image_bench(session: nox.Session) -> None:
     """Glow on the 8x8 digits beside normflows' Glow: held-out bits/dim and step time."""
     paths = _paths(["nn", "core", "image"], extras=TESTED_EXTRAS)
-    session.install(*CONSTRAINTS, *paths, "normflows")
+    _install(session, *paths, "normflows")
     session.run("python", "benchmarks/image.py", *session.posargs)
 
 
@@ -303,7 +322,7 @@ def _install_docs(session: nox.Session) -> None:
     """The site's tools and every package, editable (the reference reads their sources)."""
     # The command's pictures, and the CLI reference of every option.
     paths = _paths(list(CLOSURE), editable=True, extras=PLOT)
-    session.install(*CONSTRAINTS, "-r", "requirements/docs.txt", *paths)
+    _install(session, "-r", "requirements/docs.txt", *paths)
 
 
 @nox.session
