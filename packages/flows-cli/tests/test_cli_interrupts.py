@@ -6,6 +6,7 @@ import os
 import signal
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,21 @@ def let_handlers_run() -> None:
         pass
 
 
+@pytest.fixture
+def default_ctrl_c() -> Iterator[None]:
+    # Python's own Ctrl-C handler, as a command in a terminal starts with: a process started in
+    # the background inherits Ctrl-C ignored, and Python then leaves it so.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize(
     ("signum", "raised"), [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)]
 )
-def test_interrupts_raise_within_the_block_only(signum, raised):
+def test_interrupts_raise_within_the_block_only(signum, raised, default_ctrl_c):
     before = signal.getsignal(signum)
     with pytest.raises(raised), interrupts_raise():
         os.kill(os.getpid(), signum)
