@@ -8,6 +8,7 @@ skip fails the test unless the session allows it (see ``SKIPS_ALLOWED``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -28,9 +29,18 @@ SKIPS_ALLOWED = "FLOWS_SKIPS"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "together: needs flows packages or extras beyond its own package's closure "
-        "(nox -s all runs it, with every package and extra installed)",
+        "together(*modules): needs flows packages or extras beyond its own package's closure, "
+        "and skips where one of the named modules is missing (nox -s all runs it, with every "
+        "package and extra installed)",
     )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("together")
+    if marker is not None:
+        missing = [name for name in marker.args if importlib.util.find_spec(name) is None]
+        if missing:
+            pytest.skip(f"needs {', '.join(missing)}, not installed here")
 
 
 @pytest.hookimpl(wrapper=True)

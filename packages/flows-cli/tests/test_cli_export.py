@@ -21,9 +21,6 @@ from flows.cli.main import main
 from flows.cli.outputs import is_flows_export
 
 TINY = ["--flow", "maf", "--transforms", "1", "--hidden", "8", "--epochs", "1", "--no-plot"]
-ONNX = pytest.mark.skipif(
-    importlib.util.find_spec("onnxruntime") is None, reason="the export extra is not installed"
-)
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -74,8 +71,7 @@ def eval_rows(model: Path, data: Path, capsys, *extra: str) -> np.ndarray:
     return values
 
 
-@pytest.mark.together
-@ONNX
+@pytest.mark.together("onnxruntime")
 def test_onnx_log_density_equals_flows_eval_row_by_row(work: Path, capsys):
     import onnxruntime
 
@@ -120,8 +116,7 @@ def test_pt2_sampler_maps_noise_as_the_checkpoint_does(work: Path, capsys):
             torch.testing.assert_close(program(z), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.together
-@ONNX
+@pytest.mark.together("onnxruntime")
 def test_conditional_log_density_takes_the_context_in_its_units(tmp_path: Path, capsys):
     import onnxruntime
 
@@ -191,9 +186,8 @@ def test_the_model_is_never_its_own_output(work: Path, capsys):
     assert files(work) == before
 
 
-@pytest.mark.together
+@pytest.mark.together("flows.ode")
 def test_a_cnf_checkpoint_is_refused_with_the_reason(work: Path, capsys):
-    pytest.importorskip("flows.ode")
     from flows.core.checkpoint import save
     from flows.ode import CNF
 

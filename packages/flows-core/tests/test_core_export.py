@@ -52,13 +52,7 @@ FORMATS = [
     "pt2",
     pytest.param(
         "onnx",
-        marks=[
-            pytest.mark.together,
-            pytest.mark.skipif(
-                importlib.util.find_spec("onnxruntime") is None,
-                reason="the export extra is not installed",
-            ),
-        ],
+        marks=pytest.mark.together("onnxruntime"),
     ),
 ]
 _PROGRAMS: dict[tuple[str, str], torch.export.ExportedProgram] = {}
@@ -87,9 +81,8 @@ def test_exported_flow_matches_eager(name, what, format, tmp_path, dtype, device
     check_exported_flow(flow, what, path, program=program(name, what))
 
 
-@pytest.mark.together
+@pytest.mark.together("onnxruntime")
 def test_export_folds_the_standardization_and_checks_what_it_wrote(tmp_path, dtype, device):
-    pytest.importorskip("onnxruntime")
     flow = make("maf-context", dtype, device)
     scale = Standardization(
         mean=[10.0, -3.0], std=[2.0, 4.0], context_mean=[1.0], context_std=[4.0]
@@ -287,9 +280,10 @@ class _Normal(nn.Module):
         return torch.special.log_ndtr(z), torch.special.ndtri(p)
 
 
-@pytest.mark.together
+@pytest.mark.together("onnxruntime")
 def test_onnx_normal_functions_match_torch_in_both_tails(tmp_path, device):
-    onnxruntime = pytest.importorskip("onnxruntime")
+    import onnxruntime
+
     like = {"device": device}
     p = torch.cat([torch.logspace(-38, -1, 1000, **like), torch.linspace(0.1, 0.9, 1001, **like)])
     ends = torch.tensor([0.0, 1.0, -0.5, 1.5], **like)

@@ -34,7 +34,9 @@ from flows.core.transforms import (
 
 
 def rqs():
-    return pytest.importorskip("flows.splines").MonotonicRQSTransform
+    from flows.splines import MonotonicRQSTransform
+
+    return MonotonicRQSTransform
 
 
 # Seed 001: tutorial.
@@ -81,7 +83,7 @@ def check_seed001_autoregressive(transform):
     assert (jacobian.diagonal() > 0).all()
 
 
-@pytest.mark.together
+@pytest.mark.together("flows.splines")
 def test_masked_autoregressive_rqs_inverts_with_lower_triangular_jacobian():
     transform = MaskedAutoregressiveTransform(
         features=5,
@@ -150,7 +152,7 @@ def check_seed001_custom_flow(flow: Flow) -> None:
     assert all(p.grad is not None for p in flow.parameters())
 
 
-@pytest.mark.together
+@pytest.mark.together("flows.splines")
 def test_custom_flow_with_rqs_coupling_samples_in_domain_and_trains():
     check_seed001_custom_flow(seed001_custom_flow(rqs(), ([8], [8], [7])))
 

@@ -148,10 +148,9 @@ def test_fit_stops_when_the_callback_says_so():
     assert result.steps == 4
 
 
-@pytest.mark.together
+@pytest.mark.together("numpy")
 def test_fit_accepts_arrays_and_moves_them_to_the_flow_dtype():
     # numpy is not a dependency of flows-core; the arrays path matters where it is installed.
-    pytest.importorskip("numpy")
     x = gaussian_data(torch.float64, rows=50).numpy()
     flow = Gaussian(2).float()
     result = fit(flow, x, steps=2, batch_size=10)

@@ -29,10 +29,7 @@ SMALL = {
 }
 # tests(sbi) installs flows-splines beside flows-sbi's closure, not flows-ode: "cnf" is tested
 # where it is installed (nox -s all).
-NEEDS_ODE = [
-    pytest.mark.together,
-    pytest.mark.skipif(importlib.util.find_spec("flows.ode") is None, reason="no flows-ode"),
-]
+NEEDS_ODE = pytest.mark.together("flows.ode")
 PRESETS = [pytest.param(name, marks=NEEDS_ODE) if name == "cnf" else name for name in SMALL]
 
 

@@ -9,7 +9,6 @@ parameters-first layout. The ONNX checks skip only when the ``export`` extra is 
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 
 import pytest
@@ -30,13 +29,7 @@ FORMATS = [
     "pt2",
     pytest.param(
         "onnx",
-        marks=[
-            pytest.mark.together,
-            pytest.mark.skipif(
-                importlib.util.find_spec("onnxruntime") is None,
-                reason="the export extra is not installed",
-            ),
-        ],
+        marks=pytest.mark.together("onnxruntime"),
     ),
 ]
 _PROGRAMS: dict[tuple[str, str], torch.export.ExportedProgram] = {}
