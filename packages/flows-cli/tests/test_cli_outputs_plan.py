@@ -1,4 +1,4 @@
-"""Unit tests of flows.cli.outputs: the output plan, the atomic writers, the streaming tables."""
+"""Unit tests of flows.cli.outputs: the output plan and the streaming tables."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import torch
 from flows.cli.outputs import (
     OutputError,
     OutputPlan,
-    atomic_file,
-    atomic_path,
     is_flows_checkpoint,
     is_flows_plot,
     plot_pair,
@@ -169,47 +167,6 @@ def test_plan_replaces_only_files_flows_wrote_for_that_output(
 def test_plan_wants_a_table_suffix(tmp_path: Path):
     with pytest.raises(OutputError, match=r"--out '.*s.pt': expected a .csv or .npy file name"):
         OutputPlan().add("--out", tmp_path / "s.pt", "table")
-
-
-# Writing whole or not at all
-
-
-def test_atomic_file_keeps_the_old_file_when_the_block_fails(tmp_path: Path):
-    path = tmp_path / "a.csv"
-    path.write_text("old")
-    with pytest.raises(RuntimeError), atomic_file(path, "w") as file:
-        file.write("half of the new")
-        raise RuntimeError("stop")
-    assert path.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
-
-
-def test_atomic_writers_keep_the_mode_of_the_file_they_replace(tmp_path: Path):
-    old = tmp_path / "old.csv"
-    old.write_text("old")
-    old.chmod(0o600)
-    with atomic_file(old, "w") as file:
-        file.write("new")
-    assert old.read_text() == "new" and mode(old) == 0o600
-
-    mask = os.umask(0o022)
-    try:
-        with atomic_path(tmp_path / "new.pt") as staged:
-            save(MAF(features=2, transforms=1, hidden_features=[4]), staged)
-    finally:
-        os.umask(mask)
-    assert mode(tmp_path / "new.pt") == 0o644
-    assert is_flows_checkpoint(tmp_path / "new.pt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.pt", "old.csv"]
-
-
-def test_atomic_path_refuses_a_target_that_became_special_meanwhile(tmp_path: Path):
-    path = tmp_path / "s.csv"
-    with pytest.raises(OutputError, match="is now a named pipe"), atomic_file(path, "w") as file:
-        file.write("rows")
-        os.mkfifo(path)
-    assert stat.S_ISFIFO(path.lstat().st_mode)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
 
 
 # Streaming tables

@@ -26,7 +26,8 @@ import json
 from pathlib import Path
 
 from flows.cli.arguments import CLIError
-from flows.cli.outputs import OutputPlan, atomic_path
+from flows.cli.outputs import OutputPlan
+from flows.core.files import atomic_path
 
 __all__ = ["FORMATS", "SUFFIXES", "WHAT", "default_out", "run_export"]
 

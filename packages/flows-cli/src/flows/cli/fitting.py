@@ -20,8 +20,9 @@ import numpy as np
 from flows.cli import datasets
 from flows.cli.arguments import CLIError
 from flows.cli.modeling import Standardizer, build_flow, default_flow
-from flows.cli.outputs import OutputPlan, atomic_path, plot_pair
+from flows.cli.outputs import OutputPlan, plot_pair
 from flows.cli.workers import start_workers
+from flows.core.files import atomic_path
 
 __all__ = ["diverged_message", "run_fit"]
 

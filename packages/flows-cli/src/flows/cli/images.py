@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from flows.cli.arguments import CLIError
-from flows.cli.outputs import PLOT_SOFTWARE, OutputPlan, atomic_file, atomic_path, write_table
+from flows.cli.outputs import PLOT_SOFTWARE, OutputPlan, write_table
+from flows.core.files import atomic_file, atomic_path
 
 __all__ = [
     "IMAGE_SETS",

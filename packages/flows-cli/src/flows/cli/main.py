@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
     debug = bool(os.environ.get("FLOWS_TRACEBACK"))
-    from flows.cli.interrupts import Terminated, interrupts_raise
+    from flows.core.interrupts import Terminated, interrupts_raise
 
     try:
         with interrupts_raise():  # so that a killed command removes its temporary files

@@ -18,12 +18,10 @@ would destroy something:
    replacing one always needs ``--force``. Rerunning ``flows fit moons`` thus replaces its own
    ``flow.pt`` and ``flow.png``, and nothing else is replaced unasked.
 
-The files are then written by :func:`atomic_path` or :func:`atomic_file`: inside a private
-temporary folder beside the target (``.NAME.XXXX.tmp``), flushed to disk, given the permission
-bits of the file they replace (a new file gets ``0o666 & ~umask``), and renamed onto the target:
-the target is the old file or the whole new one, never a part. While a command runs, SIGTERM
-and Ctrl-C are exceptions (:mod:`flows.cli.interrupts`), so this cleanup also runs when the
-command is killed, and they wait while the folder is made and its removal put in place.
+The files are then written whole or not at all by :mod:`flows.core.files`: the target is the
+old file or the whole new one, never a part, and keeps its permission bits. While a command
+runs, SIGTERM and Ctrl-C are exceptions (:func:`flows.core.interrupts.interrupts_raise`), so
+the temporary files are removed when the command is killed too.
 
 Example:
     >>> import tempfile
@@ -55,23 +53,19 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import stat
 import struct
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from flows.cli.arguments import CLIError
-from flows.cli.interrupts import held
+from flows.core.files import atomic_file, file_kind
 
 __all__ = [
     "PLOT_SOFTWARE",
     "OutputError",
     "OutputPlan",
-    "atomic_file",
-    "atomic_path",
     "is_flows_checkpoint",
     "is_flows_export",
     "is_flows_plot",
@@ -99,21 +93,6 @@ _WHAT = {
 
 class OutputError(CLIError):
     """An output path the command refuses to write; the message names it and how to proceed."""
-
-
-def _node(mode: int) -> str:
-    """What a non-regular file is, in words."""
-    for test, words in (
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a named pipe (FIFO)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return words
-    return "not a regular file"
 
 
 def is_flows_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -275,7 +254,7 @@ class OutputPlan:
             if stat.S_ISDIR(st.st_mode):
                 raise OutputError(f"{name} is a folder; give a file name")
             raise OutputError(
-                f"{name} is {_node(st.st_mode)}; flows writes only regular files: {fix}"
+                f"{name} is {file_kind(st.st_mode)}; flows writes only regular files: {fix}"
             )
 
         if kind == "table" and path.suffix.lower() not in TABLE_SUFFIXES:
@@ -307,70 +286,6 @@ def _recognized(path: Path, kind: Kind) -> bool:
     if kind == "model":
         return is_flows_export(path)
     return False  # CSV and .npy files carry no mark of who wrote them
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _commit(staged: Path, target: Path) -> None:
-    """Flush ``staged`` to disk, give it the replaced file's mode, rename it onto ``target``."""
-    descriptor = os.open(staged, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    mode = 0o666 & ~_umask()
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        pass
-    else:
-        # Checked at planning time too; something may have appeared there since.
-        if not stat.S_ISREG(st.st_mode):
-            raise OutputError(
-                f"{str(target)!r} is now {_node(st.st_mode)}; flows writes only regular files"
-            )
-        mode = stat.S_IMODE(st.st_mode) & 0o777
-    os.chmod(staged, mode)
-    os.replace(staged, target)
-    with contextlib.suppress(OSError):  # make the rename itself durable, where folders allow
-        descriptor = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a path to write the new ``path`` to; moved onto ``path`` only if the block succeeds.
-
-    The path lies in a private temporary folder beside ``path`` (mode 0700, so nobody reads
-    the file before it gets its final mode), which is removed whatever happens.
-    """
-    target = Path(path)
-    folder = None
-    try:
-        # An interruption while the folder is made waits until its removal below is in place.
-        with held():
-            folder = tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        staged = Path(folder, target.name)
-        yield staged
-        _commit(staged, target)
-    finally:
-        if folder is not None:
-            with held():  # and one during the removal waits until it is done
-                shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open the new ``path`` for writing; it replaces ``path`` only if the block succeeds."""
-    with atomic_path(path) as staged, open(staged, mode) as file:
-        yield file
 
 
 def _csv_rows(values: Any) -> str:

@@ -29,7 +29,6 @@ import io
 import math
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from flows.core.files import atomic_file
 from flows.core.plugins import RegistryError, list_presets, preset_spec
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load", "save"]
@@ -152,8 +152,9 @@ def save(
 ) -> None:
     """Write ``flow`` (a registered preset) and ``extra`` metadata to the file ``path``.
 
-    The file is written next to its destination and moved into place, so ``path`` is either
-    the old file or the complete new one, never a partial one.
+    The file is written whole or not at all (:func:`flows.core.files.atomic_file`): ``path``
+    is the old file or the complete new one, never a part, keeps the permissions of the file
+    it replaces, and an interrupted save leaves no temporary file.
 
     Arguments:
         flow: A preset instance (MAF, NSF, ...) carrying ``flow.arguments``.
@@ -165,6 +166,8 @@ def save(
         CheckpointError: The flow is not a registered preset, has no ``arguments``, or an
             argument or ``extra`` entry is not plain data.
         FileNotFoundError: The folder of ``path`` does not exist.
+        NotARegularFileError: ``path`` is a symbolic link, a folder or another file that is
+            not a regular one (an ``OSError``).
 
     Example:
         >>> import tempfile, os, torch
@@ -206,29 +209,8 @@ def save(
         "payload": inner,
     }
 
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist"
-        )
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(_to_bytes(outer))
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; be an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_file(path) as file:
+        file.write(_to_bytes(outer))
 
 
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|\x9b[0-?]*[ -/]*[@-~]")

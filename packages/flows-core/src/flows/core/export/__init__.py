@@ -69,8 +69,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -82,6 +80,7 @@ from flows.core.export.formats import FORMATS, SUFFIXES, read_metadata, write
 from flows.core.export.formats import load as _load_file
 from flows.core.export.functions import WHAT, ExportFunction, Standardization, export_function
 from flows.core.export.tracing import cpu_copy, export_program
+from flows.core.files import atomic_path
 from flows.core.validation import check_choice, check_count, check_positive
 
 #: How far the written model may be from the flow, relative and absolute (float32 arithmetic).
@@ -189,8 +188,8 @@ def export(
 ) -> ExportReport:
     """Export a flow's log-density or sampling to an ONNX model or a ``torch.export`` program.
 
-    The file is written beside ``path`` and moved into place once written (and checked), so
-    ``path`` is the old file or the whole new one.
+    The file is written whole or not at all (:func:`flows.core.files.atomic_path`), and moved
+    into place once written and checked: ``path`` is the old file or the whole new one.
 
     Arguments:
         flow: A preset (or a lazy distribution whose ``forward(c)`` gives a normalizing flow or
@@ -218,6 +217,8 @@ def export(
         ValueError: A bad ``what``, ``format``, ``probes`` or ``tolerance``, or statistics
             that do not fit the flow.
         FileNotFoundError: The folder of ``path`` does not exist.
+        NotARegularFileError: ``path`` is a symbolic link, a folder or another file that is
+            not a regular one (an ``OSError``).
     """
     path = Path(path)
     format = _format_of(path, format)
@@ -230,13 +231,7 @@ def export(
     )
     described = _metadata(function, metadata)
     program = export_program(function)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist"
-        )
-    folder = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        staged = Path(folder, path.name)
+    with atomic_path(path) as staged:
         write(
             program,
             staged,
@@ -252,10 +247,6 @@ def export(
                 f"{error:.3g} (relative to 1 + |value|) on probe inputs, more than the "
                 f"tolerance {tolerance:g}; nothing was written"
             )
-        os.chmod(staged, 0o666 & ~_umask())
-        os.replace(staged, path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     return ExportReport(
         path=path,
         format=format,
@@ -265,12 +256,6 @@ def export(
         max_error=error,
         probes=probes if check else 0,
     )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _check(function: ExportFunction, model: Callable[..., Tensor], probes: int) -> float:

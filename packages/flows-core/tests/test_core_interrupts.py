@@ -1,4 +1,4 @@
-"""SIGTERM and Ctrl-C as exceptions while a command runs, held back while a cleanup is set up."""
+"""Ctrl-C and SIGTERM held back while a cleanup is set up; SIGTERM as an exception on demand."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli.interrupts import Terminated, held, interrupts_raise
-from flows.cli.outputs import atomic_path
+from flows.core import MAF, save
+from flows.core.files import atomic_path
+from flows.core.interrupts import Terminated, held, interrupts_raise
 
 
 def let_handlers_run() -> None:
@@ -103,4 +104,66 @@ def test_a_sigterm_while_writing_removes_the_temporary_folder(tmp_path: Path):
         path.write_bytes(b"half")
         os.kill(os.getpid(), signal.SIGTERM)
         let_handlers_run()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_inside_a_held_block_waits_in_library_code(default_ctrl_c):
+    # No interrupts_raise here: a library call, Python's own Ctrl-C handler in place.
+    done = []
+    with pytest.raises(KeyboardInterrupt), held():
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        os.kill(os.getpid(), signal.SIGINT)
+        let_handlers_run()
+        done.append("finished")
+    assert done == ["finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_held_leaves_a_custom_ctrl_c_handler_alone():
+    def custom(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGINT, custom)
+    try:
+        with held():
+            assert signal.getsignal(signal.SIGINT) is custom
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_held_in_another_thread_holds_nothing_back(default_ctrl_c):
+    # Signals interrupt the main thread only: a worker's held block must not delay them.
+    inside, release = threading.Event(), threading.Event()
+
+    def worker():
+        with held():
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    inside.wait(10)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            let_handlers_run()
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_ctrl_c_while_save_makes_its_folder_leaves_nothing(
+    tmp_path, monkeypatch, default_ctrl_c, device
+):
+    make_folder = tempfile.mkdtemp
+
+    def made_then_interrupted(*args, **kwargs):
+        folder = make_folder(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        let_handlers_run()
+        return folder
+
+    monkeypatch.setattr(tempfile, "mkdtemp", made_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save(MAF(features=2, transforms=1, hidden_features=[4]).to(device), tmp_path / "flow.pt")
     assert list(tmp_path.iterdir()) == []
