@@ -22,6 +22,12 @@ PACKAGES = ROOT / "packages"
 # alone holds thousands of modules, and a session imports few of them (measured: 16 s -> 7 s).
 CONSTRAINTS = ("--no-compile", "-c", "requirements/constraints.txt")
 TEST_REQUIREMENTS = ("-r", "requirements/test.txt")
+# requirements/test.txt without its torch pin, for the sessions that choose their own torch.
+UNPINNED_TEST_TOOLS = tuple(
+    line
+    for line in (ROOT / "requirements" / "test.txt").read_text().splitlines()
+    if line and not line.startswith(("#", "-"))
+)
 # The suites run on every core (pytest-xdist), each worker on one torch thread: small flows
 # train fastest on one thread, and workers with more threads than cores would thrash.
 PARALLEL = ("-n", "auto")
@@ -83,10 +89,15 @@ BUILD_REQUIREMENTS = sorted(
 )
 
 
-def _install(session: nox.Session, *args: str) -> None:
-    """``pip install`` under the constraints, the local packages built without isolation."""
-    session.install(*CONSTRAINTS, *BUILD_REQUIREMENTS)
-    session.install(*CONSTRAINTS, "--no-build-isolation", *args)
+def _install(session: nox.Session, *args: str, constrained: bool = True) -> None:
+    """``pip install`` under the constraints, the local packages built without isolation.
+
+    ``constrained=False`` leaves out the constraints file, for the sessions that install a
+    torch other than its pin.
+    """
+    constraints = CONSTRAINTS if constrained else ("--no-compile",)
+    session.install(*constraints, *BUILD_REQUIREMENTS)
+    session.install(*constraints, "--no-build-isolation", *args)
 
 
 def _require_installed(session: nox.Session, expected: set[str]) -> None:
@@ -232,7 +243,7 @@ def tests_torch(session: nox.Session, torch: str) -> None:
     pins the default torch, so this session names its own.
     """
     paths = _paths(list(CLOSURE), extras=TESTED_EXTRAS)
-    session.install(f"torch=={torch}", "pytest>=8", "hypothesis>=6.100", *paths)
+    _install(session, f"torch=={torch}", *UNPINNED_TEST_TOOLS, *paths, constrained=False)
     session.run("python", "-c", f"import torch; assert torch.__version__.startswith({torch!r})")
     suites = [f"packages/flows-{name}/tests" for name in CLOSURE]
     session.run("pytest", *suites, *session.posargs, env={"FLOWS_COMPILE_SWEEP": "all"})
@@ -250,7 +261,7 @@ def tests_cuda(session: nox.Session) -> None:
         session.skip("no GPU here (no nvidia-smi): tests-cuda ran nothing")
     paths = _paths(list(CLOSURE), extras=TESTED_EXTRAS)
     wanted = os.environ.get("FLOWS_CUDA_TORCH", "torch==2.14.1")
-    session.install(wanted, "pytest>=8", "hypothesis>=6.100", *paths)
+    _install(session, wanted, *UNPINNED_TEST_TOOLS, *paths, constrained=False)
     available = session.run(
         "python", "-c", "import torch; print(torch.cuda.is_available())", silent=True
     )
