@@ -117,6 +117,12 @@ def test_degenerate_weights_give_infinite_or_minus_infinite_khat(device):
     smoothed, khat = psis(one_infinite)
     assert khat == math.inf and float(smoothed[-1]) == 0.0
     assert importance_diagnostics(one_infinite)[0] == 0.0
+    # Log weights 800 apart: the others' weights underflow beside the largest, no tail to fit
+    # (an improper target's fit gets there); the heaviest tail, not NaN.
+    dwarfed = torch.cat([torch.zeros(1), torch.rand(999) - 800.0]).to(device)
+    smoothed, khat = psis(dwarfed)
+    assert khat == math.inf and float(smoothed[0]) == 0.0
+    assert importance_diagnostics(dwarfed)[1] == math.inf
 
 
 @pytest.mark.parametrize(

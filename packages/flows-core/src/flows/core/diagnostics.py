@@ -72,7 +72,8 @@ def gpd_fit(exceedances: Tensor) -> tuple[float, float]:
             sorted in increasing order.
 
     Returns:
-        The shape :math:`k` (after the prior) and the scale :math:`\sigma`.
+        The shape :math:`k` (after the prior) and the scale :math:`\sigma`; ``(inf, nan)``
+        when a quarter of the exceedances or more are 0.
 
     Example:
         >>> _ = torch.manual_seed(1)
@@ -88,6 +89,10 @@ def gpd_fit(exceedances: Tensor) -> tuple[float, float]:
     # The grid of Zhang and Stephens, in their b = -theta, anchored at the largest draw and
     # the first quartile.
     quartile = x[max(int(n / 4 + 0.5), 1) - 1]
+    if float(quartile) <= 0:
+        # A quarter of the tail does not exceed the threshold (weights that underflow beside
+        # the largest, log weights some 700 apart): no Pareto fit, the heaviest of tails.
+        return math.inf, math.nan
     b = 1 / x[-1] + (1 - torch.sqrt(grid / (j - 0.5))) / (3 * quartile)
     k = torch.log1p(-b[:, None] * x).mean(dim=1)
     profile = n * (torch.log(-b / k) - k - 1)
@@ -163,8 +168,9 @@ def psis(log_weights: Tensor) -> tuple[Tensor, Tensor | float]:
     Returns:
         The smoothed log weights (same shape, ``logsumexp`` 0 over the draws) and
         :math:`\hat{k}`: a float for 1-D input, else a float64 tensor of the batch shape.
-        :math:`\hat{k}` is ``inf`` with fewer than 5 tail draws (:math:`S < 21`) or a weight
-        of ``inf``, and ``-inf`` when the largest weights are all equal.
+        :math:`\hat{k}` is ``inf`` with fewer than 5 tail draws (:math:`S < 21`), a weight
+        of ``inf``, or a few weights that dwarf the rest of the tail (which underflow to 0
+        beside them), and ``-inf`` when the largest weights are all equal.
 
     Raises:
         TypeError: ``log_weights`` is not a tensor.
