@@ -189,6 +189,15 @@ def test_bad_arguments_name_the_argument(call, message):
         call()
 
 
+@pytest.mark.parametrize("role", ["batch_theta", "batch_x"])
+def test_simulations_holding_nan_or_inf_are_refused_by_name(role, device):
+    theta, x = torch.randn(20, 2, device=device), torch.randn(20, 3, device=device)
+    bad = theta if role == "batch_theta" else x
+    bad[3, 1], bad[7, 0] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match=f"{role} holds NaN or inf in 2 of 20 simulations"):
+        posterior_nn("maf", transforms=1)(theta, x)
+
+
 def test_wrong_shapes_are_refused():
     estimator = build("cpu", torch.float32)
     with pytest.raises(ValueError, match="Shape of condition"):

@@ -140,6 +140,8 @@ class _Builder:
         self.preset_kwargs = _translate(preset_kwargs)
 
     def __call__(self, batch_theta: Tensor, batch_x: Tensor) -> FlowEstimator:
+        for name, batch in (("batch_theta", batch_theta), ("batch_x", batch_x)):
+            _check_finite(name, batch)
         inputs, conditions = (batch_x, batch_theta) if self.swap else (batch_theta, batch_x)
         input_shape, condition_shape = inputs.shape[1:], conditions.shape[1:]
         features = math.prod(input_shape)
@@ -238,6 +240,18 @@ def _translate(kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(hidden, int) and not isinstance(hidden, bool):
         out["hidden_features"] = (hidden, hidden)
     return out
+
+
+def _check_finite(name: str, batch: Tensor) -> None:
+    """Refuse simulations holding NaN or inf: the standardization would be NaN."""
+    if not isinstance(batch, Tensor) or batch.dim() < 1:
+        raise TypeError(f"{name} must be a tensor of shape (simulations, ...), got {batch!r:.80}")
+    bad = ~torch.isfinite(batch.detach()).reshape(batch.shape[0], -1).all(dim=1)
+    if bool(bad.any()):
+        raise ValueError(
+            f"{name} holds NaN or inf in {int(bad.sum())} of {batch.shape[0]} simulations; drop "
+            "them first (sbi's append_simulations(..., exclude_invalid_x=True) drops those of x)"
+        )
 
 
 def _statistics(batch: Tensor, mode: str | None) -> tuple[Tensor, Tensor]:
