@@ -188,6 +188,20 @@ def test_fit_refuses_badly_shaped_data():
         fit(Gaussian(2), torch.zeros(1, 2), validation=0.5)
 
 
+def test_fit_refuses_rows_that_do_not_fit_the_preset(device):
+    from flows.core import MAF
+
+    x = torch.randn(40, 2, device=device)
+    with pytest.raises(ValueError, match=r"x has 3 features .* MAF was built for features=2"):
+        fit(MAF(2).to(device), torch.randn(40, 3, device=device), steps=1)
+    # An unconditional flow would silently ignore the context: a fit of the wrong model.
+    with pytest.raises(ValueError, match=r"context was given but .* without one \(context=0\)"):
+        fit(MAF(2).to(device), x, torch.randn(40, 3, device=device), steps=1)
+    with pytest.raises(ValueError, match=r"context has 4 features .* built for context=3"):
+        fit(MAF(2, context=3).to(device), x, torch.randn(40, 4, device=device), steps=1)
+    assert fit(MAF(2, context=3).to(device), x, torch.randn(40, 3, device=device), steps=1)
+
+
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys

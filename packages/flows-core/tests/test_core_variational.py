@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from flows.core import GMM, MAF, FitDivergedError, VariationalResult, fit_to_target
+from flows.core import GMM, IAF, MAF, FitDivergedError, VariationalResult, fit_to_target
 from flows.core.distributions import DiagNormal
 from flows.core.lazy import LazyDistribution
 from flows.core.variational import OutsideSupportError, VariationalProgress
@@ -266,6 +266,11 @@ def test_bad_arguments_name_themselves(device):
         fit_to_target(q, lambda x: -(x**2).sum(-1), estimator="iwae", samples=1)
     with pytest.raises(ValueError, match="context must have shape"):
         fit_to_target(q, lambda x, c: -(x**2).sum(-1), torch.zeros(3, device=device))
+    contexts = torch.zeros(3, 2, device=device)
+    with pytest.raises(ValueError, match=r"context was given but the flow IAF .*\(context=0\)"):
+        fit_to_target(IAF(2).to(device), lambda x, c: -(x**2).sum(-1), contexts, steps=1)
+    with pytest.raises(ValueError, match=r"context has 2 features .* built for context=1"):
+        fit_to_target(IAF(2, context=1).to(device), lambda x, c: -(x**2).sum(-1), contexts)
 
 
 def test_a_target_that_turns_nan_stops_with_fit_diverged_error(dtype, device):

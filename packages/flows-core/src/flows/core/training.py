@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -181,6 +181,42 @@ def as_rows(
             "remove or fix those rows before fitting"
         )
     return tensor
+
+
+def check_rows_fit_flow(flow: nn.Module, x: Tensor | None, context: Tensor | None) -> None:
+    """Refuse rows whose width differs from the one a preset records, or an ignored context.
+
+    A preset records ``features`` and ``context`` in ``flow.arguments``; an unconditional flow
+    would silently ignore a context given to it. Other flows are not checked here.
+
+    Raises:
+        ValueError: ``x`` has another number of features than ``arguments["features"]``, or
+            ``context`` another than ``arguments["context"]``, or is given to a flow of
+            ``context=0``.
+    """
+    arguments = getattr(flow, "arguments", None)
+    if not isinstance(arguments, Mapping):
+        return
+    name = type(flow).__name__
+    features = arguments.get("features")
+    if x is not None and isinstance(features, int) and x.ndim == 2 and x.shape[1] != features:
+        raise ValueError(
+            f"x has {x.shape[1]} features (columns) but the flow {name} was built for "
+            f"features={features}"
+        )
+    expected = arguments.get("context")
+    if not isinstance(expected, int) or isinstance(expected, bool) or context is None:
+        return
+    if expected == 0:
+        raise ValueError(
+            f"context was given but the flow {name} was built without one (context=0), so it "
+            "would ignore it: build it with context=C, or leave context out"
+        )
+    if context.ndim == 2 and context.shape[1] != expected:
+        raise ValueError(
+            f"context has {context.shape[1]} features (columns) but the flow {name} was built "
+            f"for context={expected}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -641,6 +677,7 @@ def fit(
     x = as_rows("x", x, None, device, dtype)
     if context is not None:
         context = as_rows("context", context, x.shape[0], device, dtype)
+    check_rows_fit_flow(flow, x, context)
 
     processes = _Processes.current()
     seed = processes.common_seed(seed, device)

@@ -52,6 +52,7 @@ from flows.core.training import (
     FitDivergedError,
     RunningLoss,
     as_rows,
+    check_rows_fit_flow,
     epoch_batches,
 )
 from flows.core.validation import check_choice, check_count, check_positive
@@ -428,6 +429,7 @@ def fit_to_target(
     device = reference.device if reference is not None else torch.device("cpu")
     if context is not None:
         context = as_rows("context", context, None, device, dtype)
+    check_rows_fit_flow(flow, None, context)
     target = _Target(log_density, conditional=context is not None)
     if seed is None:
         seed = int(torch.randint(2**62, ()))
