@@ -3,12 +3,12 @@
 :func:`atomic_path` hands out a path inside a private temporary folder beside the target
 (``.NAME.XXXX.tmp``, mode 0700, so nobody reads the file before it has its final mode). When
 the block succeeds the file is flushed to disk, given the permission bits of the file it
-replaces (a new file gets ``0o666 & ~umask``) and renamed onto the target, so the target is
-always the old file or the whole new one, never a part of it. Whatever happens the folder is
-removed; Ctrl-C while it is made or removed waits until that is done
-(:func:`flows.core.interrupts.held`), so an interrupted write leaves nothing behind.
-Only a regular file is ever replaced: a symbolic link, a folder, a pipe or a device at the
-target is refused, never followed or written through.
+replaces (a new file keeps those it was created with, ``0o666 & ~umask`` by :func:`open`) and
+renamed onto the target, so the target is always the old file or the whole new one, never a
+part of it. Whatever happens the folder is removed; Ctrl-C while it is made or removed waits
+until that is done (:func:`flows.core.interrupts.held`), so an interrupted write leaves
+nothing behind. Only a regular file is ever replaced: a symbolic link, a folder, a pipe or a
+device at the target is refused, never followed or written through.
 
 :func:`flows.core.checkpoint.save`, :func:`flows.core.export.export` and every file the
 ``flows`` command writes go through here.
@@ -72,12 +72,6 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _fsync(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -89,18 +83,18 @@ def _fsync(path: Path) -> None:
 def _commit(staged: Path, target: Path) -> None:
     """Flush ``staged`` to disk, give it the replaced file's mode, rename it onto ``target``."""
     _fsync(staged)
-    mode = 0o666 & ~_umask()
     try:
         st = os.lstat(target)
     except FileNotFoundError:
+        # A new file keeps the mode it was created with, open()'s 0o666 & ~umask (reading the
+        # umask would mean setting it, a race with other threads creating files).
         pass
     else:
         if not stat.S_ISREG(st.st_mode):
             raise NotARegularFileError(
                 f"{str(target)!r} is {file_kind(st.st_mode)}; flows replaces only regular files"
             )
-        mode = stat.S_IMODE(st.st_mode) & 0o777
-    os.chmod(staged, mode)
+        os.chmod(staged, stat.S_IMODE(st.st_mode) & 0o777)
     os.replace(staged, target)
     with contextlib.suppress(OSError):  # make the rename itself durable, where folders allow
         _fsync(target.parent)
