@@ -92,7 +92,10 @@ def held() -> Iterator[None]:
         signal.default_int_handler
     )
     if replace_ctrl_c:
-        signal.signal(signal.SIGINT, _on_sigint)
+        try:
+            signal.signal(signal.SIGINT, _on_sigint)
+        except ValueError:  # a subinterpreter's main thread, where no handler can be set
+            replace_ctrl_c = False
     _HOLDING.depth += 1
     try:
         yield
