@@ -165,6 +165,17 @@ def test_batched_context_gives_batched_distribution(name, dtype, device):
         torch.testing.assert_close(flow(c[i]).log_prob(x[i]), log_p[i], **tolerance(dtype))
 
 
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_a_missing_or_misshapen_context_is_named(name, dtype, device):
+    flow, _, context, _ = build(name, dtype, device)
+    wrong = torch.randn(4, context + 1, dtype=dtype, device=device)
+    for c, got in ((None, "None"), (wrong, rf"shape \(4, {context + 1}\)")):
+        with pytest.raises(
+            ValueError, match=rf"context={context}: .* \(\*, {context}\) is required, got {got}"
+        ):
+            flow(c).sample()
+
+
 def test_arguments_record_the_keyword_arguments():
     flow = MAF(3, 2, transforms=4, randperm=True, passes=2, hidden_features=[8])
     assert flow.arguments == {

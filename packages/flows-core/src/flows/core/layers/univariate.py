@@ -278,10 +278,11 @@ def checked_context(owner: str, context: int, c: Tensor | None) -> Tensor | None
     """The context a layer's forward uses: ignored without context features, required with."""
     if context == 0:
         return None
-    if c is None:
+    if c is None or c.dim() == 0 or c.shape[-1] != context:
+        got = "None" if c is None else f"shape {tuple(c.shape)}"
         raise ValueError(
             f"{owner} has context={context}: a context c of shape (*, {context}) is required, "
-            "got None"
+            f"got {got}"
         )
     return c
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, MultivariateNormal
 
-from flows.core.layers.univariate import init_near_zero
+from flows.core.layers.univariate import checked_context, init_near_zero
 from flows.core.lazy import LazyDistribution
 from flows.core.presets.base import Preset
 from flows.core.validation import check_choice, check_count
@@ -107,13 +107,8 @@ class GMM(Preset, LazyDistribution):
         """
         if self.context == 0:
             phi = self.phi
-        elif c is None:
-            raise ValueError(
-                f"GMM has context={self.context}: a context c of shape (*, {self.context}) is "
-                "required, got None"
-            )
         else:
-            phi = self.hyper(c)
+            phi = self.hyper(checked_context("GMM", self.context, c))
         from flows.core.distributions import DiagNormal, Mixture
 
         K, F = self.components, self.features
