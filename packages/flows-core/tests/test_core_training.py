@@ -188,6 +188,25 @@ def test_fit_refuses_badly_shaped_data():
         fit(Gaussian(2), torch.zeros(1, 2), validation=0.5)
 
 
+def test_fit_steps_with_fused_adam_where_torch_has_it(dtype, device):
+    from flows.core.training import make_adam
+
+    torch.manual_seed(0)
+    params = [torch.randn(5, 3, dtype=dtype, device=device, requires_grad=True) for _ in range(3)]
+    twins = [p.detach().clone().requires_grad_() for p in params]
+    fused = make_adam(params, lr=0.01, weight_decay=0.1)
+    plain = torch.optim.Adam(twins, lr=0.01, weight_decay=0.1)
+    assert bool(fused.defaults["fused"]) == (device.type in ("cpu", "cuda"))
+    for step in range(5):  # the same update as torch's default Adam, to round-off
+        for p, q in zip(params, twins, strict=True):
+            p.grad = torch.full_like(p, float(step + 1)) * p.detach().sin()
+            q.grad = torch.full_like(q, float(step + 1)) * q.detach().sin()
+        fused.step()
+        plain.step()
+    for p, q in zip(params, twins, strict=True):
+        torch.testing.assert_close(p, q)
+
+
 def test_fit_refuses_rows_that_do_not_fit_the_preset(device):
     from flows.core import MAF
 

@@ -183,6 +183,20 @@ def as_rows(
     return tensor
 
 
+def make_adam(params: list[Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam over ``params``, fused into one kernel per tensor where torch has one for them.
+
+    On the CPU torch's default Adam steps tensor by tensor in Python, some 40 us a tensor:
+    about a millisecond a step for a flow of 30 weight tensors, as much as its forward pass on
+    a small batch. The fused kernel (CPU and CUDA, floating-point parameters) does the same
+    update in a few microseconds a tensor.
+    """
+    fused = bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+    )
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def check_rows_fit_flow(flow: nn.Module, x: Tensor | None, context: Tensor | None) -> None:
     """Refuse rows whose width differs from the one a preset records, or an ignored context.
 
@@ -702,7 +716,7 @@ def fit(
     every = eval_every if eval_every is not None else per_epoch
 
     processes.broadcast_state(flow)
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer = make_adam(params, lr, weight_decay)
     objective = Objective(_nll_sum, options, autocast, device.type)
     # float16 gradients underflow without a scaled loss; bfloat16 has float32's range.
     scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None

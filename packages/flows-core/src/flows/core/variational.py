@@ -54,6 +54,7 @@ from flows.core.training import (
     as_rows,
     check_rows_fit_flow,
     epoch_batches,
+    make_adam,
 )
 from flows.core.validation import check_choice, check_count, check_positive
 
@@ -438,7 +439,7 @@ def fit_to_target(
     every = eval_every if eval_every is not None else min(steps, 100)
     path_only = estimator == "stl"
 
-    optimizer = torch.optim.Adam(list(params.values()), lr=lr, weight_decay=weight_decay)
+    optimizer = make_adam(list(params.values()), lr, weight_decay)
     was_training = flow.training
     best = BestWeights(flow, patience)
     devices = [device] if device.type == "cuda" else []
