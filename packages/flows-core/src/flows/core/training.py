@@ -186,10 +186,9 @@ def as_rows(
 def make_adam(params: list[Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
     """Adam over ``params``, fused into one kernel per tensor where torch has one for them.
 
-    On the CPU torch's default Adam steps tensor by tensor in Python, some 40 us a tensor:
-    about a millisecond a step for a flow of 30 weight tensors, as much as its forward pass on
-    a small batch. The fused kernel (CPU and CUDA, floating-point parameters) does the same
-    update in a few microseconds a tensor.
+    On the CPU torch's default Adam steps tensor by tensor in Python, which for a small flow
+    costs about as much as its forward pass; the fused kernel (CPU and CUDA, floating-point
+    parameters) does the same update without that overhead (BENCHMARKS.md, "Fused Adam").
     """
     fused = bool(params) and all(
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params

@@ -246,10 +246,11 @@ def _check_finite(name: str, batch: Tensor) -> None:
     """Refuse simulations holding NaN or inf: the standardization would be NaN."""
     if not isinstance(batch, Tensor) or batch.dim() < 1:
         raise TypeError(f"{name} must be a tensor of shape (simulations, ...), got {batch!r:.80}")
-    bad = ~torch.isfinite(batch.detach()).reshape(batch.shape[0], -1).all(dim=1)
+    rows = batch.shape[0]
+    bad = ~torch.isfinite(batch.detach()).reshape(rows, math.prod(batch.shape[1:])).all(dim=1)
     if bool(bad.any()):
         raise ValueError(
-            f"{name} holds NaN or inf in {int(bad.sum())} of {batch.shape[0]} simulations; drop "
+            f"{name} holds NaN or inf in {int(bad.sum())} of {rows} simulations; drop "
             "them first (sbi's append_simulations(..., exclude_invalid_x=True) drops those of x)"
         )
 
