@@ -58,13 +58,14 @@ def test_interrupts_raise_does_nothing_outside_the_main_thread():
     assert seen == [before]
 
 
-def test_a_custom_ctrl_c_handler_is_left_alone():
+@pytest.mark.parametrize("block", [interrupts_raise, held])
+def test_a_custom_ctrl_c_handler_is_left_alone(block):
     def custom(signum, frame):
         pass
 
     previous = signal.signal(signal.SIGINT, custom)
     try:
-        with interrupts_raise():
+        with block():
             assert signal.getsignal(signal.SIGINT) is custom
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -117,18 +118,6 @@ def test_ctrl_c_inside_a_held_block_waits_in_library_code(default_ctrl_c):
         done.append("finished")
     assert done == ["finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-def test_held_leaves_a_custom_ctrl_c_handler_alone():
-    def custom(signum, frame):
-        pass
-
-    previous = signal.signal(signal.SIGINT, custom)
-    try:
-        with held():
-            assert signal.getsignal(signal.SIGINT) is custom
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def test_held_in_another_thread_holds_nothing_back(default_ctrl_c):
