@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -183,7 +183,7 @@ def as_rows(
     return tensor
 
 
-def make_adam(params: list[Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
+def make_adam(params: Sequence[Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
     """Adam over ``params``, fused into one kernel per tensor where torch has one for them.
 
     On the CPU torch's default Adam steps tensor by tensor in Python, which for a small flow
@@ -193,7 +193,7 @@ def make_adam(params: list[Tensor], lr: float, weight_decay: float) -> torch.opt
     fused = bool(params) and all(
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
     )
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    return torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def check_rows_fit_flow(flow: nn.Module, x: Tensor | None, context: Tensor | None) -> None:
