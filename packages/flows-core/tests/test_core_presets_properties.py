@@ -165,6 +165,18 @@ def test_batched_context_gives_batched_distribution(name, dtype, device):
         torch.testing.assert_close(flow(c[i]).log_prob(x[i]), log_p[i], **tolerance(dtype))
 
 
+def test_x_of_another_width_is_refused_not_broadcast(case):
+    flow, features, _, c = case
+    dist = flow(c)
+    for width in (features - 1, features + 1):  # a single column would broadcast to every one
+        if width < 1:
+            continue
+        reference = next(flow.parameters())
+        x = torch.zeros(5, width, dtype=reference.dtype, device=reference.device)
+        with pytest.raises(ValueError, match=rf"x must have shape \(\*, {features}\)"):
+            dist.log_prob(x)
+
+
 @pytest.mark.parametrize("name", CONDITIONAL)
 def test_a_missing_or_misshapen_context_is_named(name, dtype, device):
     flow, _, context, _ = build(name, dtype, device)

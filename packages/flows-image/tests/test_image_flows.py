@@ -134,7 +134,7 @@ def test_images_of_the_wrong_shape_or_rank_get_one_clear_error(dtype, device):
         with pytest.raises(ValueError) as error:
             flow().log_prob(torch.zeros(shape, dtype=dtype, device=device))
         assert str(error.value) == (
-            f"x must hold images of shape (*, C, H, W) = (*, 1, 8, 8), got shape {shape}"
+            f"x must have shape (*, 1, 8, 8), the distribution's event shape, got {shape}"
         )
 
 

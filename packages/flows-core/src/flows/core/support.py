@@ -53,6 +53,7 @@ from flows.core.distributions.flow import NormalizingFlow
 from flows.core.lazy import LazyDistribution
 from flows.core.transforms.base import ComposedTransform, sum_rightmost
 from flows.core.transforms.support import SupportTransform, kind_groups, kind_of
+from flows.core.validation import check_event_shape
 
 #: A normalized support: ``(low, high)``, two floats or two lists of one float per feature.
 Normalized = tuple[float | list[float], float | list[float]]
@@ -205,6 +206,7 @@ class SupportedFlow(NormalizingFlow):
         return SupportedFlow(self.flow.expand(batch_shape), self.onto)
 
     def log_prob(self, x: Tensor) -> Tensor:
+        check_event_shape("x", x.shape, self.event_shape)
         return _masked_log_prob(super().log_prob, x, self.onto, len(self.event_shape))
 
 
@@ -242,6 +244,8 @@ class SupportedDistribution(Distribution):
             return self.onto(self.base.sample(Size(sample_shape)))
 
     def log_prob(self, x: Tensor) -> Tensor:
+        check_event_shape("x", x.shape, self.event_shape)
+
         def inside(x: Tensor) -> Tensor:
             y, ladj = self.onto.inverse_and_ladj(x)
             return self.base.log_prob(y) + sum_rightmost(ladj, len(self.event_shape))

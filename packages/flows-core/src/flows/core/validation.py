@@ -24,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "check_choice",
     "check_count",
+    "check_event_shape",
     "check_fraction",
     "check_positive",
     "check_shape",
@@ -294,6 +295,32 @@ def check_shape(name: str, value: object, *, owner: str | None = None) -> tuple[
         TypeError: event_shape must be a shape (a sequence of ints >= 0), got 3
     """
     return _check_ints(name, value, 0, "a shape (a sequence of ints >= 0)", owner)
+
+
+def check_event_shape(name: str, shape: Sequence[int], event: Sequence[int]) -> None:
+    """Check that a value of shape ``shape`` is a batch of events of shape ``event``.
+
+    Distributions broadcast their argument's batch dimensions, not its event dimensions: a
+    narrower value would otherwise broadcast against a transform's parameters and get a
+    density it has no meaning for.
+
+    Raises:
+        ValueError: ``shape`` does not end in ``event``.
+
+    Example:
+        >>> check_event_shape("x", (5, 2), (2,))
+        >>> check_event_shape("x", (5, 1), (2,))
+        Traceback (most recent call last):
+            ...
+        ValueError: x must have shape (*, 2), the distribution's event shape, got (5, 1)
+    """
+    cut = len(shape) - len(event)
+    if cut < 0 or tuple(shape[cut:]) != tuple(event):
+        wanted = "".join(f", {size}" for size in event)
+        raise ValueError(
+            f"{name} must have shape (*{wanted}), the distribution's event shape, got "
+            f"{tuple(shape)}"
+        )
 
 
 def check_choice(name: str, value: T, choices: Collection[T], *, owner: str | None = None) -> T:

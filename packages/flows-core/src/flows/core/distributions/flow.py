@@ -11,6 +11,7 @@ from torch.distributions import Transform as _TorchTransform
 from torch.types import _size
 
 from flows.core.transforms.base import call_and_ladj, inverse_and_ladj, sum_rightmost
+from flows.core.validation import check_event_shape
 
 
 class NormalizingFlow(Distribution):
@@ -91,6 +92,12 @@ class NormalizingFlow(Distribution):
         return NormalizingFlow(self.transform, self.base.expand(Size(batch_shape)))
 
     def log_prob(self, x: Tensor) -> Tensor:
+        """The log-density of ``x``, of shape ``(*batch, *event_shape)``.
+
+        Raises:
+            ValueError: ``x`` does not end in the flow's event shape.
+        """
+        check_event_shape("x", x.shape, self.event_shape)
         z, ladj = call_and_ladj(self.transform, x)
         return self.base.log_prob(z) + sum_rightmost(ladj, self._reinterpreted)
 

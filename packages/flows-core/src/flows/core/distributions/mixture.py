@@ -9,6 +9,8 @@ from torch import Size, Tensor
 from torch.distributions import Categorical, Distribution, constraints
 from torch.types import _size
 
+from flows.core.validation import check_event_shape
+
 
 class Mixture(Distribution):
     r"""The mixture :math:`p(X) = \sum_{k=1}^K w_k \, p(X \mid Z = k)`.
@@ -68,6 +70,7 @@ class Mixture(Distribution):
         )
 
     def log_prob(self, x: Tensor) -> Tensor:
+        check_event_shape("x", x.shape, self.event_shape)
         x = x.unsqueeze(-len(self.event_shape) - 1)
         log_w = torch.log_softmax(self.logits, dim=-1)
         return torch.logsumexp(log_w + self.base.log_prob(x), dim=-1)
