@@ -89,6 +89,7 @@ def test_option_a_flow_does_not_take(outputs, capsys):
         ("--hidden", "64,x"),
         ("--lr", "0"),
         ("--batch-size", "0"),
+        ("--lr-patience", "-1"),
         ("--validation", "1.5"),
     ],
 )

@@ -170,6 +170,7 @@ def test_fit_accepts_arrays_and_moves_them_to_the_flow_dtype():
         ({"validation": 1.0}, ValueError, r"validation must be a fraction in \[0, 1\), got 1.0"),
         ({"validation": -0.1}, ValueError, r"validation must be a fraction in \[0, 1\)"),
         ({"patience": 0}, ValueError, "patience must be an int >= 1 or None, got 0"),
+        ({"lr_patience": -1}, ValueError, "lr_patience must be an int >= 0 or None, got -1"),
         ({"clip_grad": -1.0}, ValueError, "clip_grad must be a positive number or None"),
     ],
 )
@@ -186,6 +187,30 @@ def test_fit_refuses_badly_shaped_data():
         fit(Gaussian(2, 1), torch.zeros(5, 2), torch.zeros(4, 1))
     with pytest.raises(ValueError, match="too few"):
         fit(Gaussian(2), torch.zeros(1, 2), validation=0.5)
+
+
+def test_fit_halves_the_learning_rate_after_lr_patience_stale_measures(device):
+    x = gaussian_data(torch.float64, rows=400).to(device)
+    flow = Gaussian(2).double().to(device)
+    # A large rate keeps the held-out NLL bouncing, so measures without a new best come.
+    result = fit(flow, x, epochs=40, batch_size=32, lr=0.3, patience=None, lr_patience=1, seed=0)
+    rates = [entry["lr"] for entry in result.history]
+    # ReduceLROnPlateau's rule: after more than lr_patience measures without a strictly new
+    # best, halve and count afresh; each entry holds the rate of the steps before it.
+    best, stale, expected = math.inf, 0, [0.3]
+    for entry in result.history[:-1]:
+        rate = expected[-1]
+        if entry["val_nll"] < best:
+            best, stale = entry["val_nll"], 0
+        else:
+            stale += 1
+        if stale > 1:
+            rate, stale = rate / 2, 0
+        expected.append(rate)
+    assert rates == pytest.approx(expected, rel=1e-12)
+    assert min(rates) <= 0.3 / 4  # it did halve, more than once
+    constant = fit(Gaussian(2).double().to(device), x, epochs=5, lr=0.3, seed=0)
+    assert {entry["lr"] for entry in constant.history} == {0.3}  # lr_patience=None
 
 
 def test_fit_steps_with_fused_adam_where_torch_has_it(dtype, device):

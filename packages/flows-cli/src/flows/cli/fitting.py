@@ -151,6 +151,7 @@ def run_fit(args: argparse.Namespace) -> int:
                     lr=args.lr,
                     validation=args.validation,
                     patience=args.patience,
+                    lr_patience=args.lr_patience,
                     clip_grad=args.clip_grad,
                     callback=callback,
                     seed=args.seed,

@@ -388,6 +388,7 @@ def _train(flow: Any, images: Any, levels: int, epochs: int, args: argparse.Name
             lr=args.lr,
             validation=args.validation,
             patience=args.patience,
+            lr_patience=args.lr_patience,
             # The loss is in nats per image: clipping its gradient at clip_grad D ln 2 is
             # clipping the gradient of the bits per dimension at clip_grad.
             clip_grad=args.clip_grad / per_nat,

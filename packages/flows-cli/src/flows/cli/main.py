@@ -114,6 +114,13 @@ def _add_fit(commands: Any) -> None:
         default=10,
         help="epochs without held-out improvement before stopping",
     )
+    fit.add_argument(
+        "--lr-patience",
+        type=non_negative_int,
+        default=2,
+        help="epochs without held-out improvement before the learning rate halves (one at "
+        "or above --patience keeps it constant)",
+    )
     fit.add_argument("--validation", type=fraction, default=0.1, help="fraction of rows held out")
     fit.add_argument(
         "--clip-grad",

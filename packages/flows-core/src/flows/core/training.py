@@ -97,7 +97,8 @@ class FitResult:
 
     Arguments:
         flow: The trained flow, holding the best weights found (the same object passed in).
-        history: One entry per evaluation: ``{"step", "epoch", "train_nll", "val_nll"}``,
+        history: One entry per evaluation: ``{"step", "epoch", "train_nll", "val_nll", "lr"}``
+            (``lr`` the learning rate of the steps before it),
             ``train_nll`` being the mean batch loss since the previous evaluation.
         train_nll: Mean NLL (nats per row) of the final weights on the training split.
         val_nll: Mean NLL of the final weights on the held-out split (``None`` without one).
@@ -571,6 +572,7 @@ def fit(
     weight_decay: float = 0.0,
     validation: float = 0.1,
     patience: int | None = 10,
+    lr_patience: int | None = None,
     clip_grad: float | None = None,
     eval_every: int | None = None,
     callback: Callable[[FitProgress], bool | None] | None = None,
@@ -612,6 +614,10 @@ def fit(
         weight_decay: Adam weight decay.
         validation: Fraction of the rows held out, in ``[0, 1)``; 0 disables early stopping.
         patience: Held-out measures without improvement before stopping; ``None`` never stops.
+        lr_patience: Held-out measures without improvement before the learning rate is
+            halved (torch's ``ReduceLROnPlateau``); ``None`` keeps it constant. With a
+            ``patience`` several times larger, a fit that stalls takes smaller steps before
+            it stops, and settles lower.
         clip_grad: If given, clip the gradient norm to this value.
         eval_every: Steps between held-out measures (default: the steps of one epoch).
         callback: Called after every step with a :class:`FitProgress`; returning ``True``
@@ -676,6 +682,7 @@ def fit(
         True
     """
     _check_arguments(epochs, steps, batch_size, lr, validation, patience, clip_grad, eval_every)
+    check_count("lr_patience", lr_patience, minimum=0, optional=True)
     options = compile_options(compile)
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise ValueError(
@@ -716,6 +723,12 @@ def fit(
 
     processes.broadcast_state(flow)
     optimizer = make_adam(params, lr, weight_decay)
+    plateau = None
+    if lr_patience is not None and held > 0:
+        # threshold 0: any new best counts, as it does for early stopping.
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=0.5, patience=lr_patience, threshold=0.0
+        )
     objective = Objective(_nll_sum, options, autocast, device.type)
     # float16 gradients underflow without a scaled loss; bfloat16 has float32's range.
     scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None
@@ -813,8 +826,11 @@ def fit(
                         "epoch": epoch,
                         "train_nll": train_mean,
                         "val_nll": math.nan if val_now is None else val_now,
+                        "lr": optimizer.param_groups[0]["lr"],
                     }
                 )
+                if plateau is not None and val_now is not None:
+                    plateau.step(val_now)
             if callback is not None:
                 value = float(loss)
                 if not math.isfinite(value):
