@@ -219,6 +219,30 @@ def test_callback_progress_and_early_stopping_restore_the_best_weights(dtype, de
     assert result.steps == result.history[-1]["step"] < 100
 
 
+def test_lr_patience_halves_the_rate_after_stale_elbo_measures(device):
+    p = target(torch.float64, device)
+    q = Gaussian().double().to(device)
+    # A large rate and measures every 5 steps: the ELBO stops improving now and then.
+    result = fit_to_target(
+        q, unnormalized(p), steps=300, lr=0.3, eval_every=5, patience=None, lr_patience=1, seed=0
+    )
+    rates = [entry["lr"] for entry in result.history]
+    best, stale, expected = -math.inf, 0, [0.3]
+    for entry in result.history[:-1]:  # the plateau rule, on the ELBO (higher is better)
+        rate = expected[-1]
+        if entry["elbo"] > best:
+            best, stale = entry["elbo"], 0
+        else:
+            stale += 1
+        if stale > 1:
+            rate, stale = rate / 2, 0
+        expected.append(rate)
+    assert rates == pytest.approx(expected, rel=1e-12)
+    assert min(rates) <= 0.3 / 4
+    with pytest.raises(ValueError, match="lr_patience must be an int >= 0 or None, got -1"):
+        fit_to_target(q, unnormalized(p), steps=1, lr_patience=-1)
+
+
 def test_log_density_of_the_wrong_shape_is_named(device):
     def summed(x):
         return -(x**2).sum()

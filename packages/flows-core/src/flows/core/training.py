@@ -197,6 +197,21 @@ def make_adam(params: Sequence[Tensor], lr: float, weight_decay: float) -> torch
     return torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
+def plateau_halving(
+    optimizer: torch.optim.Optimizer, lr_patience: int | None
+) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """What halves the learning rate after ``lr_patience`` measures without a new best.
+
+    ``None`` without ``lr_patience``. Its ``step(value)`` takes each measure, lower better;
+    any new best counts (threshold 0), as it does for early stopping.
+    """
+    if lr_patience is None:
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=0.5, patience=lr_patience, threshold=0.0
+    )
+
+
 def check_rows_fit_flow(flow: nn.Module, x: Tensor | None, context: Tensor | None) -> None:
     """Refuse rows whose width differs from the one a preset records, or an ignored context.
 
@@ -723,12 +738,7 @@ def fit(
 
     processes.broadcast_state(flow)
     optimizer = make_adam(params, lr, weight_decay)
-    plateau = None
-    if lr_patience is not None and held > 0:
-        # threshold 0: any new best counts, as it does for early stopping.
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=0.5, patience=lr_patience, threshold=0.0
-        )
+    plateau = plateau_halving(optimizer, lr_patience)  # stepped by held-out measures only
     objective = Objective(_nll_sum, options, autocast, device.type)
     # float16 gradients underflow without a scaled loss; bfloat16 has float32's range.
     scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None

@@ -55,6 +55,7 @@ from flows.core.training import (
     check_rows_fit_flow,
     epoch_batches,
     make_adam,
+    plateau_halving,
 )
 from flows.core.validation import check_choice, check_count, check_positive
 
@@ -140,8 +141,9 @@ class VariationalResult:
 
     Arguments:
         flow: The trained flow, holding the best weights found (the same object passed in).
-        history: One entry per measure: ``{"step", "epoch", "loss", "elbo"}``, ``loss`` being
-            the mean training loss since the previous measure.
+        history: One entry per measure: ``{"step", "epoch", "loss", "elbo", "lr"}``, ``loss``
+            being the mean training loss since the previous measure and ``lr`` the rate of the
+            steps before it.
         elbo: The ELBO :math:`\mathbb{E}_q[\log \tilde{p}(x) - \log q(x)]` of the final
             weights, averaged over the contexts; it is :math:`\log Z - \mathrm{KL}(q \| p)`.
         ess: The effective sample size per draw of the importance weights, in
@@ -352,6 +354,7 @@ def fit_to_target(
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     patience: int | None = 10,
+    lr_patience: int | None = None,
     clip_grad: float | None = None,
     eval_every: int | None = None,
     eval_samples: int = 1024,
@@ -385,6 +388,8 @@ def fit_to_target(
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         patience: ELBO measures without improvement before stopping; ``None`` never stops.
+        lr_patience: ELBO measures without improvement before the learning rate is halved;
+            ``None`` keeps it constant (as :func:`flows.core.fit`'s).
         clip_grad: If given, clip the gradient norm to this value.
         eval_every: Steps between ELBO measures (default ``min(steps, 100)``).
         eval_samples: Draws per context of each measure and of the final diagnostics.
@@ -423,6 +428,7 @@ def fit_to_target(
         steps, samples, estimator, alpha, batch_size, lr, patience, clip_grad, eval_every,
         eval_samples,
     )  # fmt: skip
+    check_count("lr_patience", lr_patience, minimum=0, optional=True)
     started = time.perf_counter()
     params = {name: p for name, p in flow.named_parameters() if p.requires_grad}
     reference = next(iter(flow.parameters()), None)
@@ -440,6 +446,7 @@ def fit_to_target(
     path_only = estimator == "stl"
 
     optimizer = make_adam(list(params.values()), lr, weight_decay)
+    plateau = plateau_halving(optimizer, lr_patience)
     was_training = flow.training
     best = BestWeights(flow, patience)
     devices = [device] if device.type == "cuda" else []
@@ -489,7 +496,12 @@ def fit_to_target(
                 if not math.isfinite(elbo):
                     raise diverged(step, elbo, "ELBO") from None
                 stop = best.update(-elbo, step)
-                history.append({"step": step, "epoch": epoch, "loss": mean_loss, "elbo": elbo})
+                rate = optimizer.param_groups[0]["lr"]
+                history.append(
+                    {"step": step, "epoch": epoch, "loss": mean_loss, "elbo": elbo, "lr": rate}
+                )
+                if plateau is not None:
+                    plateau.step(-elbo)
             if callback is not None:
                 value = float(loss)
                 if not math.isfinite(value):
