@@ -214,7 +214,7 @@ def test_fit_halves_the_learning_rate_after_lr_patience_stale_measures(device):
 
 
 def test_fit_steps_with_fused_adam_where_torch_has_it(dtype, device):
-    from flows.core.training import make_adam
+    from flows.core.optimizer import make_adam
 
     torch.manual_seed(0)
     params = [torch.randn(5, 3, dtype=dtype, device=device, requires_grad=True) for _ in range(3)]

@@ -28,13 +28,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from flows.core.compiling import AUTOCAST_DTYPES, Loss, Objective, compile_options
+from flows.core.optimizer import make_adam, plateau_halving
 from flows.core.validation import check_count, check_fraction, check_positive
 
 __all__ = ["FitDivergedError", "FitProgress", "FitResult", "fit"]
@@ -182,34 +183,6 @@ def as_rows(
             "remove or fix those rows before fitting"
         )
     return tensor
-
-
-def make_adam(params: Sequence[Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
-    """Adam over ``params``, fused into one kernel per tensor where torch has one for them.
-
-    On the CPU torch's default Adam steps tensor by tensor in Python, which for a small flow
-    costs about as much as its forward pass; the fused kernel (CPU and CUDA, floating-point
-    parameters) does the same update without that overhead (BENCHMARKS.md, "Fused Adam").
-    """
-    fused = bool(params) and all(
-        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
-    )
-    return torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay, fused=fused or None)
-
-
-def plateau_halving(
-    optimizer: torch.optim.Optimizer, lr_patience: int | None
-) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
-    """What halves the learning rate after ``lr_patience`` measures without a new best.
-
-    ``None`` without ``lr_patience``. Its ``step(value)`` takes each measure, lower better;
-    any new best counts (threshold 0), as it does for early stopping.
-    """
-    if lr_patience is None:
-        return None
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=0.5, patience=lr_patience, threshold=0.0
-    )
 
 
 def check_rows_fit_flow(flow: nn.Module, x: Tensor | None, context: Tensor | None) -> None:

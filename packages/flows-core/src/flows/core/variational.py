@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from flows.core._substitution import substituted
 from flows.core.diagnostics import importance_diagnostics
+from flows.core.optimizer import make_adam, plateau_halving
 from flows.core.training import (
     BestWeights,
     FitDivergedError,
@@ -54,8 +55,6 @@ from flows.core.training import (
     as_rows,
     check_rows_fit_flow,
     epoch_batches,
-    make_adam,
-    plateau_halving,
 )
 from flows.core.validation import check_choice, check_count, check_positive
 
