@@ -83,18 +83,23 @@ def test_an_interruption_waits_for_the_outermost_held_block():
     assert done == ["inner", "outer"]
 
 
-def test_a_sigterm_while_the_temporary_folder_is_made_leaves_nothing(tmp_path, monkeypatch):
-    # The race CI once hit: the signal arrived right after mkdtemp made the folder, before
-    # the `try` that removes it, and the folder stayed.
+def signal_right_after_mkdtemp(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
+    """Make every ``tempfile.mkdtemp`` send ``signum`` once its folder exists."""
     make_folder = tempfile.mkdtemp
 
-    def made_then_killed(*args, **kwargs):
+    def made_then_signalled(*args, **kwargs):
         folder = make_folder(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         let_handlers_run()
         return folder
 
-    monkeypatch.setattr(tempfile, "mkdtemp", made_then_killed)
+    monkeypatch.setattr(tempfile, "mkdtemp", made_then_signalled)
+
+
+def test_a_sigterm_while_the_temporary_folder_is_made_leaves_nothing(tmp_path, monkeypatch):
+    # The race CI once hit: the signal arrived right after mkdtemp made the folder, before
+    # the `try` that removes it, and the folder stayed.
+    signal_right_after_mkdtemp(monkeypatch, signal.SIGTERM)
     with pytest.raises(Terminated), interrupts_raise(), atomic_path(tmp_path / "s.npy") as path:
         path.write_bytes(b"never committed")
     assert list(tmp_path.iterdir()) == []
@@ -144,15 +149,7 @@ def test_held_in_another_thread_holds_nothing_back(default_ctrl_c):
 def test_ctrl_c_while_save_makes_its_folder_leaves_nothing(
     tmp_path, monkeypatch, default_ctrl_c, device
 ):
-    make_folder = tempfile.mkdtemp
-
-    def made_then_interrupted(*args, **kwargs):
-        folder = make_folder(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)
-        let_handlers_run()
-        return folder
-
-    monkeypatch.setattr(tempfile, "mkdtemp", made_then_interrupted)
+    signal_right_after_mkdtemp(monkeypatch, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         save(MAF(features=2, transforms=1, hidden_features=[4]).to(device), tmp_path / "flow.pt")
     assert list(tmp_path.iterdir()) == []
