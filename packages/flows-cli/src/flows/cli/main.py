@@ -118,8 +118,8 @@ def _add_fit(commands: Any) -> None:
         "--lr-patience",
         type=non_negative_int,
         default=2,
-        help="epochs without held-out improvement before the learning rate halves (one at "
-        "or above --patience keeps it constant)",
+        help="epochs without held-out improvement that the learning rate outlasts; the next "
+        "one halves it (one at or above --patience keeps it constant)",
     )
     fit.add_argument("--validation", type=fraction, default=0.1, help="fraction of rows held out")
     fit.add_argument(

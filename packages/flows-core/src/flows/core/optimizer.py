@@ -8,7 +8,7 @@ Example:
     >>> weights = [torch.nn.Parameter(torch.zeros(3))]
     >>> optimizer = make_adam(weights, lr=0.1, weight_decay=0.0)
     >>> plateau = plateau_halving(optimizer, lr_patience=1)
-    >>> for measure in (1.0, 1.0, 1.0):  # no new best after the first: halve after two
+    >>> for measure in (1.0, 1.0, 1.0):  # the second without a new best halves it
     ...     plateau.step(measure)
     >>> optimizer.param_groups[0]["lr"]
     0.05
@@ -40,7 +40,9 @@ def make_adam(params: Sequence[Tensor], lr: float, weight_decay: float) -> torch
 def plateau_halving(
     optimizer: torch.optim.Optimizer, lr_patience: int | None
 ) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
-    """What halves the learning rate after ``lr_patience`` measures without a new best.
+    """The rule that halves the learning rate at the (lr_patience + 1)-th stale measure.
+
+    A measure is stale when it sets no new best; the count starts afresh after each halving.
 
     ``None`` without ``lr_patience``. Its ``step(value)`` takes each measure, lower better;
     any new best counts (threshold 0), as it does for early stopping.

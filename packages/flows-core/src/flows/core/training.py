@@ -602,10 +602,11 @@ def fit(
         weight_decay: Adam weight decay.
         validation: Fraction of the rows held out, in ``[0, 1)``; 0 disables early stopping.
         patience: Held-out measures without improvement before stopping; ``None`` never stops.
-        lr_patience: Held-out measures without improvement before the learning rate is
-            halved (torch's ``ReduceLROnPlateau``); ``None`` keeps it constant. With a
-            ``patience`` several times larger, a fit that stalls takes smaller steps before
-            it stops, and settles lower.
+        lr_patience: Held-out measures without improvement that the learning rate
+            outlasts: the next one without improvement halves it (torch's
+            ``ReduceLROnPlateau``; where ``patience`` stops at its ``patience``-th);
+            ``None`` keeps it constant. With a ``patience`` several times larger, a fit that
+            stalls takes smaller steps before it stops, and settles lower.
         clip_grad: If given, clip the gradient norm to this value.
         eval_every: Steps between held-out measures (default: the steps of one epoch).
         callback: Called after every step with a :class:`FitProgress`; returning ``True``

@@ -387,8 +387,9 @@ def fit_to_target(
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         patience: ELBO measures without improvement before stopping; ``None`` never stops.
-        lr_patience: ELBO measures without improvement before the learning rate is halved;
-            ``None`` keeps it constant (as :func:`flows.core.fit`'s).
+        lr_patience: ELBO measures without improvement that the learning rate outlasts: the
+            next one without improvement halves it; ``None`` keeps it constant (as
+            :func:`flows.core.fit`'s).
         clip_grad: If given, clip the gradient norm to this value.
         eval_every: Steps between ELBO measures (default ``min(steps, 100)``).
         eval_samples: Draws per context of each measure and of the final diagnostics.
