@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from flows.core.files import atomic_file
-from flows.core.plugins import RegistryError, list_presets, preset_spec
+from flows.core.plugins import PresetSpec, Provided, RegistryError, list_presets, preset_spec
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load", "save"]
 
@@ -119,7 +119,13 @@ def _preset_name(flow: nn.Module) -> str:
     for provided in presets:
         if provided.spec.constructor == path:
             return provided.spec.name
-    for provided in presets:  # constructor paths may name a re-export
+
+    # Constructor paths may name a re-export. Those ending in the class's own name are loaded
+    # first: loading every preset imports every plugin (flows-ode brings scipy, about a second).
+    def unlikely(provided: Provided[PresetSpec]) -> bool:
+        return provided.spec.constructor.rpartition(":")[2] != cls.__qualname__
+
+    for provided in sorted(presets, key=unlikely):
         try:
             if provided.spec.load() is cls:
                 return provided.spec.name
