@@ -62,6 +62,11 @@ EVERY_EXTRA = {**TESTED_EXTRAS, "core": "export"}  # and onnx, onnxruntime: the 
 
 nox.options.sessions = ["lint", "types", "versions", "tests", "plugins", "all", "docs"]
 nox.options.reuse_existing_virtualenvs = False
+# Two sessions at a time, each its own nox process with its output printed when it ends: pip,
+# mypy and mkdocs keep one core busy, so a second session fills the other (the suites' own
+# workers share the cores meanwhile). `nox -j 1` runs them one after another.
+nox.options.parallel = 2
+nox.options.allow_parallel = True
 
 
 def _paths(

@@ -81,6 +81,16 @@ NAMES = [
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_log_prob_refuses_values_that_do_not_end_in_the_event_shape(name, device):
+    # A (5, 1) value broadcast silently against the bases' parameters: five densities of nothing.
+    d, _ = bivariate(name, torch.float64, device)
+    assert d.log_prob(torch.zeros(5, 2, dtype=torch.float64, device=device)).shape == (5,)
+    for shape in [(5, 1), (2, 3), ()]:
+        with pytest.raises(ValueError, match=r"^x must have shape \(\*, 2\), the distribution's"):
+            d.log_prob(torch.zeros(shape, dtype=torch.float64, device=device))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_density_integrates_to_one(name, device):
     # Midpoint quadrature on a 2-D grid covering the support, in float64: tolerance 2e-3.
     d, half = bivariate(name, torch.float64, device)

@@ -9,6 +9,8 @@ from torch import Size, Tensor
 from torch.distributions import Distribution, constraints
 from torch.types import _size
 
+from flows.core.validation import check_event_shape
+
 
 class Joint(Distribution):
     r"""The joint distribution :math:`p(X) = \prod_i p(X_i)` of independent random variables.
@@ -59,6 +61,7 @@ class Joint(Distribution):
         return Joint(*(m.expand(Size(batch_shape)) for m in self.marginals))
 
     def log_prob(self, x: Tensor) -> Tensor:
+        check_event_shape("x", x.shape, self._event_shape)
         parts = x.split(self.sizes, dim=-1)
         log_p: Tensor | float = 0.0
         for marginal, part in zip(self.marginals, parts, strict=True):

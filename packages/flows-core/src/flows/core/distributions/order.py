@@ -11,7 +11,7 @@ from torch import Size, Tensor
 from torch.distributions import Distribution, constraints
 from torch.types import _size
 
-from flows.core.validation import check_count
+from flows.core.validation import check_count, check_event_shape
 
 
 def _check_base(base: object) -> Distribution:
@@ -93,6 +93,7 @@ class Sort(_OrderStatistic):
         return torch.sort(draws, dim=-1, descending=self.descending).values
 
     def log_prob(self, x: Tensor) -> Tensor:
+        check_event_shape("x", x.shape, self._event_shape)
         log_p = self.base.log_prob(x.movedim(-1, 0)).sum(0) + math.lgamma(self.n + 1)
         steps = x[..., 1:] - x[..., :-1]
         ordered = (steps <= 0) if self.descending else (steps >= 0)
@@ -135,6 +136,7 @@ class TopK(_OrderStatistic):
         return torch.topk(draws, self.k, dim=-1).values
 
     def log_prob(self, x: Tensor) -> Tensor:
+        check_event_shape("x", x.shape, self._event_shape)
         log_p = self.base.log_prob(x.movedim(-1, 0)).sum(0)
         log_p = log_p + math.lgamma(self.n + 1) - math.lgamma(self.n - self.k + 1)
         if self.n > self.k:
@@ -171,6 +173,7 @@ class Minimum(_OrderStatistic):
         return draws.amin(dim=-1)
 
     def log_prob(self, x: Tensor) -> Tensor:
+        check_event_shape("x", x.shape, self._event_shape)
         log_p = self.base.log_prob(x) + math.log(self.n)
         if self.n > 1:
             log_p = log_p + (self.n - 1) * _log_sf(self.base, x)
@@ -205,6 +208,7 @@ class Maximum(_OrderStatistic):
         return draws.amax(dim=-1)
 
     def log_prob(self, x: Tensor) -> Tensor:
+        check_event_shape("x", x.shape, self._event_shape)
         log_p = self.base.log_prob(x) + math.log(self.n)
         if self.n > 1:
             log_p = log_p + (self.n - 1) * torch.log(self.base.cdf(x))

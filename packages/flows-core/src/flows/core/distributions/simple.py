@@ -11,6 +11,8 @@ from torch import Size, Tensor
 from torch.distributions import Distribution, Gamma, Independent, Normal, Uniform, constraints
 from torch.types import _size
 
+from flows.core.validation import check_event_shape
+
 
 def _as_tensors(**tensors: Tensor | float) -> list[Tensor]:
     values = [v if isinstance(v, Tensor) else torch.as_tensor(v) for v in tensors.values()]
@@ -71,6 +73,7 @@ class DiagNormal(Independent):
         .. math:: \log p(x) = -\frac{1}{2} \sum_i \left(\frac{x_i - \mu_i}{\sigma_i}\right)^2
             - \sum_i \log \sigma_i - \frac{D}{2} \log 2 \pi
         """
+        check_event_shape("x", x.shape, self._event_shape)
         dims = tuple(range(-self.reinterpreted_batch_ndims, 0))
         u = (x - self.base_dist.loc) / self.base_dist.scale
         scale = self._unexpanded_scale
@@ -126,6 +129,7 @@ class BoxUniform(Independent):
         super().__init__(Uniform(lower, upper, validate_args=False), ndims, validate_args=False)
 
     def log_prob(self, x: Tensor) -> Tensor:
+        check_event_shape("x", x.shape, self._event_shape)
         # Summed over the event by dimension: Independent's reshape fails on empty batches.
         dims = tuple(range(-self.reinterpreted_batch_ndims, 0))
         return self.base_dist.log_prob(x).sum(dims)
