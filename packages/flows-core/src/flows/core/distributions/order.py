@@ -173,7 +173,6 @@ class Minimum(_OrderStatistic):
         return draws.amin(dim=-1)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        check_event_shape("x", x.shape, self._event_shape)
         log_p = self.base.log_prob(x) + math.log(self.n)
         if self.n > 1:
             log_p = log_p + (self.n - 1) * _log_sf(self.base, x)
@@ -208,7 +207,6 @@ class Maximum(_OrderStatistic):
         return draws.amax(dim=-1)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        check_event_shape("x", x.shape, self._event_shape)
         log_p = self.base.log_prob(x) + math.log(self.n)
         if self.n > 1:
             log_p = log_p + (self.n - 1) * torch.log(self.base.cdf(x))
