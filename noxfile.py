@@ -195,7 +195,8 @@ def types(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def versions(session: nox.Session) -> None:
     """Every package carries the same version and pins its siblings exactly; every package
-    has its isolated test session and is in the development environment."""
+    has its isolated test session and is in a development environment (dev.txt, or
+    integrations.txt for the two that install sbi and pyro-ppl)."""
     found = {}
     for pyproject in sorted(PACKAGES.glob("flows-*/pyproject.toml")):
         project = tomllib.loads(pyproject.read_text())["project"]
@@ -213,10 +214,11 @@ def versions(session: nox.Session) -> None:
     missing = [name for name in folders if name.removeprefix("flows-") not in CLOSURE]
     if missing:
         session.error(f"no tests(<name>) session (CLOSURE) for {missing}")
-    development = (ROOT / "requirements" / "dev.txt").read_text()
+    development = (ROOT / "requirements" / "integrations.txt").read_text()
+    development += (ROOT / "requirements" / "dev.txt").read_text()
     missing = [name for name in folders if f"-e packages/{name}" not in development]
     if missing:
-        session.error(f"requirements/dev.txt does not install {missing}")
+        session.error(f"requirements/dev.txt and integrations.txt do not install {missing}")
     session.log(f"all {len(found)} packages at {version}")
 
 
@@ -295,9 +297,18 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def dev(session: nox.Session) -> None:
-    """A ready .venv with every package editable and the test and lint tools."""
+    """A ready .venv with every package editable and the test and lint tools.
+
+    ``nox -s dev -- integrations`` adds flows-sbi and flows-pyro (and with them sbi, zuko,
+    nflows and pyro-ppl).
+    """
+    requirements = "integrations" if session.posargs == ["integrations"] else "dev"
+    if session.posargs and requirements == "dev":
+        session.error(f"nox -s dev takes no argument or 'integrations', got {session.posargs}")
     session.run("python", "-m", "venv", ".venv", external=True)
-    session.run(".venv/bin/pip", "install", "-r", "requirements/dev.txt", external=True)
+    session.run(
+        ".venv/bin/pip", "install", "-r", f"requirements/{requirements}.txt", external=True
+    )
     session.log("activate with: . .venv/bin/activate")
 
 
