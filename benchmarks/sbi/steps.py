@@ -2,12 +2,13 @@ r"""Paired training steps of our NSF and sbi's "zuko_nsf", without sbi's trainer
 
 A step is what sbi's trainer does per batch: the mean of ``loss`` over 200 simulations,
 backward, gradient norm clipped at 5, Adam (lr 5e-4). For each task of ``tasks.py``, blocks of
-``--steps`` steps alternate between the two estimators (equal architecture as in ``run.py``);
-the ratio of their CPU times, block by block, gives quartiles that a shared machine's drift
-affects less than one long run does.
+``--steps`` steps alternate between zuko_nsf and the ``--estimators`` (equal architecture as
+in ``run.py``); the ratios of their CPU times to zuko_nsf's, block by block, give quartiles
+that a shared machine's drift affects less than one long run does. ``bare`` is the same
+estimator written by hand in plain torch and ``floor`` its networks alone (``bare.py``).
 
     python benchmarks/sbi/steps.py                       # ours with the box support
-    python benchmarks/sbi/steps.py --estimator flows-unbounded --tasks crescent
+    python benchmarks/sbi/steps.py --estimators flows bare floor --tasks crescent
     python benchmarks/sbi/steps.py --phases   # where a step's time goes, estimator by estimator
 """
 
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from bare import BareNSF, NetworksFloor
 from run import builder
 from tasks import TASKS
 
@@ -42,6 +44,8 @@ def block(
         optimizer.step()
     return (time.process_time() - start) / steps * 1e3
 
+
+HAND = {"bare": BareNSF, "floor": NetworksFloor}
 
 PHASES = ("zero_grad", "forward", "backward", "clip", "adam")
 
@@ -70,10 +74,18 @@ def phases(
     print("  ".join(f"{p} {t / steps * 1e3:.2f}" for p, t in totals.items()), "ms", flush=True)
 
 
+def quartiles(times: list[float], reference: list[float]) -> str:
+    """The quartiles of the block-by-block ratios ``times / reference``."""
+    ratios = [t / r for t, r in zip(times, reference, strict=True)]
+    return " / ".join(f"{q:.3f}" for q in statistics.quantiles(ratios, n=4))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--estimator", default="flows", choices=("flows", "flows-unbounded"))
+    parser.add_argument(
+        "--estimators", nargs="+", default=["flows"], choices=("flows", "flows-unbounded", *HAND)
+    )
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument(
@@ -88,8 +100,9 @@ def main() -> int:
         theta = task.prior().sample((10_000,))
         x = task.simulate(theta)
         nets = {}
-        for estimator in ("zuko_nsf", args.estimator):
-            net = builder(estimator, task)(theta, x)  # type: ignore[operator]
+        for estimator in ("zuko_nsf", *args.estimators):
+            make = HAND.get(estimator) or builder(estimator, task)
+            net = make(theta, x)  # type: ignore[operator]
             nets[estimator] = (net, torch.optim.Adam(net.parameters(), lr=5e-4))
 
         for estimator in nets:  # first-call costs, not timed
@@ -99,17 +112,19 @@ def main() -> int:
                 print(f"{name}: {estimator}", end="  ")
                 phases(*nets[estimator], theta, x, 500)
             continue
-        theirs, ours = [], []
+        times: dict[str, list[float]] = {estimator: [] for estimator in nets}
         for _ in range(args.blocks):
-            theirs.append(block(*nets["zuko_nsf"], theta, x, args.steps))
-            ours.append(block(*nets[args.estimator], theta, x, args.steps))
-        ratios = [o / t for o, t in zip(ours, theirs, strict=True)]
-        quartiles = " / ".join(f"{q:.3f}" for q in statistics.quantiles(ratios, n=4))
-        print(
-            f"{name}: {args.estimator} {statistics.median(ours):.2f} ms a step, zuko_nsf "
-            f"{statistics.median(theirs):.2f} ms; ratio quartiles {quartiles}",
-            flush=True,
-        )
+            for estimator in nets:
+                times[estimator].append(block(*nets[estimator], theta, x, args.steps))
+        print(f"{name}: zuko_nsf {statistics.median(times['zuko_nsf']):.2f} ms a step", flush=True)
+        for estimator in args.estimators:
+            against = [r for r in ("zuko_nsf", "bare") if r in times and r != estimator]
+            ratios = "; ".join(f"to {r} {quartiles(times[estimator], times[r])}" for r in against)
+            print(
+                f"  {estimator} {statistics.median(times[estimator]):.2f} ms a step; "
+                f"ratio quartiles {ratios}",
+                flush=True,
+            )
     return 0
 
 
