@@ -297,7 +297,7 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def dev(session: nox.Session) -> None:
-    """A ready .venv with every package editable and the test and lint tools.
+    """A ready .venv: the packages editable but the integrations, test and lint tools.
 
     ``nox -s dev -- integrations`` adds flows-sbi and flows-pyro (and with them sbi, zuko,
     nflows and pyro-ppl).
