@@ -48,6 +48,7 @@ Each fitted :math:`q` is then scored on fresh draws:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -163,6 +164,14 @@ TARGETS: dict[str, Callable[[], Target]] = {
 }
 
 
+class Diverged(Exception):
+    """A fit whose loss went NaN or infinite: scored as a failure, not a crash of the run."""
+
+    def __init__(self, step: int, message: str) -> None:
+        super().__init__(f"diverged at step {step}: {message}")
+        self.step = step
+
+
 @dataclass
 class Fitted:
     """A fitted q: draws with their log-densities, a log-density, and the fit's wall time."""
@@ -176,7 +185,7 @@ class Fitted:
 def fit_ours(
     kind: str, target: Target, args: argparse.Namespace, activation: str | None = None
 ) -> Fitted:
-    from flows.core import IAF, fit_to_target
+    from flows.core import IAF, FitDivergedError, fit_to_target
 
     torch.manual_seed(args.seed)
     # The presets' default activation unless one is named (the informational ELU rows, or
@@ -202,16 +211,19 @@ def fit_ours(
             **network,
         )
     start, cpu = time.perf_counter(), time.process_time()
-    fit_to_target(
-        flow,
-        target.log_prob,
-        steps=args.steps,
-        samples=args.samples,
-        lr=args.lr,
-        estimator=args.estimator,
-        patience=None,
-        seed=args.seed,
-    )
+    try:
+        fit_to_target(
+            flow,
+            target.log_prob,
+            steps=args.steps,
+            samples=args.samples,
+            lr=args.lr,
+            estimator=args.estimator,
+            patience=None,
+            seed=args.seed,
+        )
+    except FitDivergedError as error:
+        raise Diverged(error.step, str(error)) from None
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     flow.eval()
 
@@ -260,8 +272,13 @@ def fit_pyro(kind: str, target: Target, args: argparse.Namespace) -> Fitted:
     elbo = Trace_ELBO(num_particles=args.samples, vectorize_particles=True)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": args.lr}), elbo)
     start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        svi.step()
+    for step in range(args.steps):
+        try:
+            loss = svi.step()
+        except ValueError as error:  # a NaN density fails the model's constraint check
+            raise Diverged(step, str(error).splitlines()[0]) from None
+        if not math.isfinite(loss):
+            raise Diverged(step, f"ELBO loss {loss}")
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 
     def draw(n: int) -> tuple[Tensor, Tensor]:
@@ -316,12 +333,25 @@ def score(fitted: Fitted, target: Target, exact: Tensor, directions: Tensor) -> 
     }
 
 
+DIVERGED = {
+    "sw1": math.inf,
+    "sw2": math.inf,
+    "forward_kl": math.inf,
+    "reverse_kl": math.inf,
+    "ess": 0.0,
+    "khat": math.inf,
+    "seconds": math.nan,
+    "cpu_seconds": math.nan,
+}
+
+
 def warm_up(args: argparse.Namespace) -> None:
     """A few untimed steps of every method, so no fit pays for first-call imports and caches."""
     short = argparse.Namespace(**vars(args) | {"steps": 3})
     target = TARGETS[args.targets[0]]()
     for method in args.methods:
-        METHODS[method](target, short)
+        with contextlib.suppress(Diverged):  # the timed fit will say so
+            METHODS[method](target, short)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -341,7 +371,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         print(f"{name}: {target.summary}; exact samples: SW1 {sw1:.3f}, SW2 {sw2:.3f}", flush=True)
         for method in args.methods:
             row = {"target": name, "method": method}
-            fitted = METHODS[method](target, args)
+            try:
+                fitted = METHODS[method](target, args)
+            except Diverged as error:
+                # No q to score: the worst value of every score, so it is never a side's best.
+                row.update(DIVERGED, diverged=str(error))
+                results.append(row)
+                print(f"  {method:<26} {error}", flush=True)
+                continue
             row.update(score(fitted, target, exact, directions))
             results.append(row)
             print(
@@ -382,6 +419,11 @@ def table(results: list[dict[str, Any]]) -> str:
                 "| | | | | | |"
             )
             continue
+        if "diverged" in row:
+            lines.append(
+                f"| {row['target']} | {row['method']} | {row['diverged']} | | | | | | | |"
+            )
+            continue
         lines.append(
             f"| {row['target']} | {row['method']} | {row['sw1']:.3f} | {row['sw2']:.3f} "
             f"| {row['forward_kl']:.3g} | {row['reverse_kl']:.3f} | "
@@ -416,7 +458,9 @@ def verdicts(results: list[dict[str, Any]]) -> list[str]:
             f"{rows[ours_name]['seconds'] / rows[pyro_name]['seconds']:.2f}x "
             f"(CPU {rows[ours_name]['cpu_seconds'] / rows[pyro_name]['cpu_seconds']:.2f}x)"
             for ours_name, pyro_name in PAIRS.items()
-            if ours_name in rows and pyro_name in rows
+            if ours_name in rows
+            and pyro_name in rows
+            and not {"diverged"} & (rows[ours_name].keys() | rows[pyro_name].keys())
         ]
         out.append(
             f"{name}: best ESS/sample ours {ess[0]:.3f} vs Pyro {ess[1]:.3f}; best SW1 ours "

@@ -315,14 +315,25 @@ def unit_square(x: torch.Tensor) -> torch.Tensor:
 def test_draws_outside_the_target_support_are_named_as_the_cause(dtype, device):
     flow = MAF(features=2, transforms=1).to(dtype=dtype, device=device)
     start = {k: v.clone() for k, v in flow.state_dict().items()}
+    calls = []
+
+    def recorded_square(x: torch.Tensor) -> torch.Tensor:
+        value = unit_square(x)
+        calls.append((x.detach(), value.detach()))
+        return value
+
     with pytest.raises(OutsideSupportError) as raised:
-        fit_to_target(flow, unit_square, steps=20, eval_every=10, seed=0)
+        fit_to_target(flow, recorded_square, steps=20, eval_every=10, seed=0)
     message = str(raised.value)
-    assert message.startswith("log_density 'unit_square' returned -inf at ")
-    assert "the flow put samples where log_density is -inf, outside the target's support" in (
-        message
-    )
-    assert "support=(low, high)" in message and "lower lr" not in message
+    assert message.startswith("log_density '")
+    assert "recorded_square' returned -inf at " in message
+    # How far out the -inf draws lay, which tells a support (here: draws near the square)
+    # from a flow that ran away: both remedies are named.
+    below = [(x, torch.isneginf(value)) for x, value in calls]
+    largest = max(x[inf].abs().max().item() for x, inf in below if inf.any())
+    assert raised.value.largest == largest
+    assert f"coordinates up to {largest:.3g} in magnitude: where they lie outside the " in message
+    assert "support=(low, high)" in message and "a lower lr" in message
     # Still a FitDivergedError, with its step, loss and the first weights restored.
     assert isinstance(raised.value, FitDivergedError)
     assert raised.value.loss == math.inf and 0 < raised.value.outside <= raised.value.draws
@@ -330,6 +341,7 @@ def test_draws_outside_the_target_support_are_named_as_the_cause(dtype, device):
         torch.testing.assert_close(value, start[key], rtol=0, atol=0)
     copy = pickle.loads(pickle.dumps(raised.value))
     assert str(copy) == message and copy.outside == raised.value.outside
+    assert copy.largest == raised.value.largest
 
     # The advice works: a flow on the target's support fits it.
     bounded = MAF(features=2, transforms=1, support=(0.0, 1.0)).to(dtype=dtype, device=device)

@@ -74,11 +74,13 @@ _EVAL_DRAWS_PER_PASS = 2**16
 
 
 class OutsideSupportError(FitDivergedError):
-    """The flow drew points where ``log_density`` is -inf: outside the target's support.
+    """The flow drew points where ``log_density`` is -inf, so the loss is infinite.
 
-    Their log weights are -inf, so the loss is infinite and its gradient is not a number; a
-    lower learning rate does not help. A flow whose samples stay inside the target's support
-    does: the presets of :mod:`flows.core` take ``support=(low, high)``.
+    Two causes give the same -inf: draws outside the target's support, where a lower learning
+    rate does not help but a flow whose samples stay inside the support does (the presets of
+    :mod:`flows.core` take ``support=(low, high)``); or draws so far out, after the flow ran
+    away, that ``log_density`` underflows there, where a lower learning rate does help. The
+    largest coordinate of those draws tells them apart, and the message gives it.
 
     Arguments:
         step: The optimizer step at which training stopped.
@@ -87,29 +89,41 @@ class OutsideSupportError(FitDivergedError):
         name: The target function's name, as the message shows it.
         outside: How many draws so far had ``log_density`` -inf.
         draws: How many draws ``log_density`` was called on so far.
+        largest: The largest coordinate, in magnitude, of the draws where ``log_density``
+            was -inf; ``None`` where it is not known.
 
     Example:
-        >>> error = OutsideSupportError(1, float("inf"), "loss", "'log_density'", 12, 64)
-        >>> isinstance(error, FitDivergedError), error.outside
-        (True, 12)
+        >>> error = OutsideSupportError(1, float("inf"), "loss", "'log_density'", 12, 64, 1.5)
+        >>> isinstance(error, FitDivergedError), error.outside, error.largest
+        (True, 12, 1.5)
     """
 
     def __init__(
-        self, step: int, loss: float, what: str, name: str, outside: int, draws: int
+        self,
+        step: int,
+        loss: float,
+        what: str,
+        name: str,
+        outside: int,
+        draws: int,
+        largest: float | None = None,
     ) -> None:
         super().__init__(step, loss, what)
+        reach = "" if largest is None else f", coordinates up to {largest:.3g} in magnitude"
         self.args = (
             f"log_density {name} returned -inf at {outside} of the {draws} draws of the flow "
-            f"(training stopped at step {step}, {what} {loss}): the flow put samples where "
-            "log_density is -inf, outside the target's support; give the flow that support, "
-            "e.g. MAF(features, support=(low, high)) (every flows.core preset takes support=)",
+            f"(training stopped at step {step}, {what} {loss}){reach}: where they lie outside "
+            "the target's support, give the flow that support, e.g. MAF(features, "
+            "support=(low, high)) (every flows.core preset takes support=); where the target "
+            "is finite but underflowed that far out, a lower lr keeps the flow from running "
+            "away",
         )
-        self.name, self.outside, self.draws = name, outside, draws
+        self.name, self.outside, self.draws, self.largest = name, outside, draws, largest
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             type(self),
-            (self.step, self.loss, self.what, self.name, self.outside, self.draws),
+            (self.step, self.loss, self.what, self.name, self.outside, self.draws, self.largest),
         )
 
 
@@ -203,6 +217,9 @@ class _Target:
         # fit has diverged, to say why): no sync per step.
         self.outside: Tensor | int = 0
         self.draws = 0
+        # The largest coordinate, in magnitude, of those draws: -inf from draws near the
+        # flow's others is a support, from draws far out a flow that ran away.
+        self.reach: Tensor | None = None
 
     def __call__(self, x: Tensor, c: Tensor | None) -> Tensor:
         if c is None:
@@ -212,7 +229,10 @@ class _Target:
         if not self.checked:
             self._check(x, value)
             self.checked = True
-        self.outside = self.outside + torch.isneginf(value.detach()).sum()
+        below = torch.isneginf(value.detach())
+        self.outside = self.outside + below.sum()
+        reach = torch.where(below.unsqueeze(-1), x.detach().abs(), 0.0).amax()
+        self.reach = reach if self.reach is None else torch.fmax(self.reach, reach)
         self.draws += value.numel()
         return value
 
@@ -224,7 +244,8 @@ class _Target:
         if outside == 0:
             return FitDivergedError(step, loss, what)
         name = _describe(self.log_density)
-        return OutsideSupportError(step, loss, what, name, outside, self.draws)
+        reach = None if self.reach is None else float(self.reach)
+        return OutsideSupportError(step, loss, what, name, outside, self.draws, reach)
 
     def _check(self, x: Tensor, value: Any) -> None:
         """Refuse a first answer that is not one differentiable number per draw."""
