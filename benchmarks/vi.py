@@ -194,6 +194,8 @@ def fit_ours(
     activation = activation or args.activation
     if activation is not None:
         network["activation"] = getattr(torch.nn, activation)
+    if args.randperm:
+        network["randperm"] = True
     if kind == "IAF":
         flow = IAF(
             target.features, transforms=args.transforms, hidden_features=args.hidden, **network
@@ -486,6 +488,12 @@ def main(argv: list[str] | None = None) -> int:
         "--activation",
         default=None,
         help="a torch.nn activation for ours IAF and NSF, e.g. ELU (default: the presets')",
+    )
+    parser.add_argument(
+        "--randperm",
+        action="store_true",
+        help="a random feature order per layer for ours IAF and NSF, as Pyro's AutoRegressiveNN "
+        "takes (default: the presets' alternating orders)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-samples", type=int, default=4096)
