@@ -43,6 +43,10 @@ Each fitted :math:`q` is then scored on fresh draws:
     python benchmarks/vi.py --json vi.json
     python benchmarks/vi.py --targets gauss-50d --rescore 16  # the scores' spread over draws
     python benchmarks/vi.py --activation SiLU --methods "ours IAF"  # another activation
+    python benchmarks/vi.py --randperm --methods "ours IAF"  # random orders, as Pyro's
+
+A fit whose loss goes NaN or infinite is a row of its own (``diverged at step N: ...``),
+never the best of its side, and the run goes on.
 """
 
 from __future__ import annotations
