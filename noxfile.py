@@ -302,9 +302,9 @@ def dev(session: nox.Session) -> None:
     ``nox -s dev -- integrations`` adds flows-sbi and flows-pyro (and with them sbi, zuko,
     nflows and pyro-ppl).
     """
-    requirements = "integrations" if session.posargs == ["integrations"] else "dev"
-    if session.posargs and requirements == "dev":
+    if session.posargs not in ([], ["integrations"]):
         session.error(f"nox -s dev takes no argument or 'integrations', got {session.posargs}")
+    requirements = "integrations" if session.posargs else "dev"
     session.run("python", "-m", "venv", ".venv", external=True)
     session.run(
         ".venv/bin/pip", "install", "-r", f"requirements/{requirements}.txt", external=True

@@ -173,7 +173,6 @@ class Diverged(Exception):
 
     def __init__(self, step: int, message: str) -> None:
         super().__init__(f"diverged at step {step}: {message}")
-        self.step = step
 
 
 @dataclass
@@ -464,9 +463,7 @@ def verdicts(results: list[dict[str, Any]]) -> list[str]:
             f"{rows[ours_name]['seconds'] / rows[pyro_name]['seconds']:.2f}x "
             f"(CPU {rows[ours_name]['cpu_seconds'] / rows[pyro_name]['cpu_seconds']:.2f}x)"
             for ours_name, pyro_name in PAIRS.items()
-            if ours_name in rows
-            and pyro_name in rows
-            and not {"diverged"} & (rows[ours_name].keys() | rows[pyro_name].keys())
+            if all(m in rows and "diverged" not in rows[m] for m in (ours_name, pyro_name))
         ]
         out.append(
             f"{name}: best ESS/sample ours {ess[0]:.3f} vs Pyro {ess[1]:.3f}; best SW1 ours "

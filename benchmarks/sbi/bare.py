@@ -14,6 +14,8 @@ Both expose ``loss(theta, x)`` and ``parameters()``, the two things ``steps.py``
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,6 +24,7 @@ __all__ = ["BareNSF", "NetworksFloor"]
 
 BINS, BOUND, MIN_SIZE, MIN_DERIVATIVE = 10, 5.0, 1e-3, 1e-3
 PARAMETERS_PER_FEATURE = 3 * BINS - 1  # widths, heights, interior derivatives
+LOG_TWO_PI = math.log(2 * math.pi)
 
 
 class MADE(nn.Module):
@@ -112,9 +115,7 @@ class BareNSF(_Standardized):
             params = network(torch.cat([z, c], -1)).unflatten(-1, (self.features, -1))
             z, ladj = spline(z, params)
             log_det = log_det + ladj.sum(-1)
-        log_base = -0.5 * (z**2).sum(-1) - 0.5 * self.features * torch.log(
-            torch.tensor(2 * torch.pi)
-        )
+        log_base = -0.5 * (z**2).sum(-1) - 0.5 * self.features * LOG_TWO_PI
         return -(log_base + log_det)
 
 
