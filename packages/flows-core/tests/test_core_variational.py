@@ -327,16 +327,26 @@ def test_draws_outside_the_target_support_are_named_as_the_cause(dtype, device):
     message = str(raised.value)
     assert message.startswith("log_density '")
     assert "recorded_square' returned -inf at " in message
-    # How far out the -inf draws lay, which tells a support (here: draws near the square)
-    # from a flow that ran away: both remedies are named.
-    below = [(x, torch.isneginf(value)) for x, value in calls]
-    largest = max(x[inf].abs().max().item() for x, inf in below if inf.any())
+    # The count and reach are those of the step named, the first whose loss was infinite
+    # (no measure before step 10: call k is step k + 1), not of the steps up to the measure
+    # that caught it; the reach tells a support (here: draws near the square) from a flow
+    # that ran away, and both remedies are named.
+    step = raised.value.step
+    assert 1 <= step <= 10
+    x, value = calls[step - 1]
+    inf = torch.isneginf(value)
+    assert raised.value.outside == int(inf.sum()) > 0 and raised.value.draws == value.numel()
+    assert not any(torch.isneginf(v).any() for _, v in calls[: step - 1])
+    largest = x[inf].abs().max().item()
     assert raised.value.largest == largest
+    assert (
+        f"at {int(inf.sum())} of the {value.numel()} draws of the flow at step {step} " in message
+    )
     assert f"coordinates up to {largest:.3g} in magnitude: where they lie outside the " in message
     assert "support=(low, high)" in message and "a lower lr" in message
     # Still a FitDivergedError, with its step, loss and the first weights restored.
     assert isinstance(raised.value, FitDivergedError)
-    assert raised.value.loss == math.inf and 0 < raised.value.outside <= raised.value.draws
+    assert raised.value.loss == math.inf
     for key, value in flow.state_dict().items():
         torch.testing.assert_close(value, start[key], rtol=0, atol=0)
     copy = pickle.loads(pickle.dumps(raised.value))

@@ -87,10 +87,10 @@ class OutsideSupportError(FitDivergedError):
         loss: The loss or ELBO that was not finite.
         what: What was measured: ``"loss"`` or ``"ELBO"``.
         name: The target function's name, as the message shows it.
-        outside: How many draws so far had ``log_density`` -inf.
-        draws: How many draws ``log_density`` was called on so far.
-        largest: The largest coordinate, in magnitude, of the draws where ``log_density``
-            was -inf; ``None`` where it is not known.
+        outside: How many draws of that step (or measure) had ``log_density`` -inf.
+        draws: How many draws ``log_density`` was called on at that step.
+        largest: The largest coordinate, in magnitude, of that step's draws where
+            ``log_density`` was -inf; ``None`` where it is not known.
 
     Example:
         >>> error = OutsideSupportError(1, float("inf"), "loss", "'log_density'", 12, 64, 1.5)
@@ -111,9 +111,9 @@ class OutsideSupportError(FitDivergedError):
         super().__init__(step, loss, what)
         reach = "" if largest is None else f", coordinates up to {largest:.3g} in magnitude"
         self.args = (
-            f"log_density {name} returned -inf at {outside} of the {draws} draws of the flow "
-            f"(training stopped at step {step}, {what} {loss}){reach}: where they lie outside "
-            "the target's support, give the flow that support, e.g. MAF(features, "
+            f"log_density {name} returned -inf at {outside} of the {draws} draws of the flow at "
+            f"step {step} (training stopped there, {what} {loss}){reach}: where they lie "
+            "outside the target's support, give the flow that support, e.g. MAF(features, "
             "support=(low, high)) (every flows.core preset takes support=); where the target "
             "is finite but underflowed that far out, a lower lr keeps the flow from running "
             "away",
@@ -201,6 +201,21 @@ def _draws(distribution: Any, samples: int) -> tuple[Tensor, Tensor]:
     return x, distribution.log_prob(x)
 
 
+@dataclasses.dataclass
+class _Tally:
+    """The draws of one step (or measure) at which the target was -inf, counted on the device."""
+
+    outside: Tensor
+    reach: Tensor  # the largest coordinate of those draws, in magnitude
+    draws: int
+
+    def add(self, outside: Tensor, reach: Tensor, draws: int) -> None:
+        self.outside = self.outside + outside
+        # fmax: NaN draws of a flow that blew up do not erase the reach.
+        self.reach = torch.fmax(self.reach, reach)
+        self.draws += draws
+
+
 class _Target:
     """``log_density`` called on draws (with their contexts), its first answer checked."""
 
@@ -213,13 +228,18 @@ class _Target:
         self.log_density = log_density
         self.conditional = conditional
         self.checked = False
-        # The draws at which the target was -inf, counted on the device (read only when the
-        # fit has diverged, to say why): no sync per step.
-        self.outside: Tensor | int = 0
-        self.draws = 0
-        # The largest coordinate, in magnitude, of those draws: -inf from draws near the
-        # flow's others is a support, from draws far out a flow that ran away.
-        self.reach: Tensor | None = None
+        # The draws at which the target was -inf, tallied on the device per training step or
+        # measure (read only when the fit has diverged, to say why): no sync per step.
+        self.tallies: dict[tuple[str, int], _Tally] = {}
+        self.label = ("loss", 1)
+
+    def tally_as(self, what: str, step: int) -> None:
+        """Tally the next calls' -inf draws under ``what`` (``"loss"``, ``"ELBO"``) at ``step``."""
+        self.label = (what, step)
+
+    def forget(self) -> None:
+        """Drop the tallies: every step and measure so far was finite."""
+        self.tallies.clear()
 
     def __call__(self, x: Tensor, c: Tensor | None) -> Tensor:
         if c is None:
@@ -230,22 +250,26 @@ class _Target:
             self._check(x, value)
             self.checked = True
         below = torch.isneginf(value.detach())
-        self.outside = self.outside + below.sum()
+        # The largest coordinate, in magnitude, of those draws: -inf from draws near the
+        # flow's others is a support, from draws far out a flow that ran away.
         reach = torch.where(below.unsqueeze(-1), x.detach().abs(), 0.0).amax()
-        self.reach = reach if self.reach is None else torch.fmax(self.reach, reach)
-        self.draws += value.numel()
+        tally = self.tallies.get(self.label)
+        if tally is None:
+            self.tallies[self.label] = _Tally(below.sum(), reach, value.numel())
+        else:
+            tally.add(below.sum(), reach, value.numel())
         return value
 
     def diverged(self, step: int, loss: float, what: str) -> FitDivergedError:
-        """The error of a fit that diverged: :class:`OutsideSupportError` if the value that was
-        not finite is infinite and the target was -inf at some draws (the cause: a NaN comes
-        from elsewhere), else :class:`FitDivergedError`."""
-        outside = 0 if math.isnan(loss) else int(self.outside)
-        if outside == 0:
+        """The error of a fit whose ``what`` at ``step`` was not finite:
+        :class:`OutsideSupportError` if it is infinite and the target was -inf at some of that
+        step's draws (the cause: a NaN comes from elsewhere), else :class:`FitDivergedError`."""
+        tally = self.tallies.get((what, step))
+        if tally is None or math.isnan(loss) or int(tally.outside) == 0:
             return FitDivergedError(step, loss, what)
+        outside, reach = int(tally.outside), float(tally.reach)
         name = _describe(self.log_density)
-        reach = None if self.reach is None else float(self.reach)
-        return OutsideSupportError(step, loss, what, name, outside, self.draws, reach)
+        return OutsideSupportError(step, loss, what, name, outside, tally.draws, reach)
 
     def _check(self, x: Tensor, value: Any) -> None:
         """Refuse a first answer that is not one differentiable number per draw."""
@@ -494,6 +518,7 @@ def fit_to_target(
             flow.train()
             optimizer.zero_grad(set_to_none=True)
             c = None if context is None else context[batch]
+            target.tally_as("loss", step + 1)
             log_weights = _log_weights(flow, target, c, samples, path_only, params)
             loss = -_bound(log_weights, estimator, alpha)
             loss.backward()
@@ -513,9 +538,11 @@ def fit_to_target(
                     first = running.first_non_finite(step)
                     raise diverged(*(first or (step, mean_loss))) from None
                 running.clear()
+                target.tally_as("ELBO", step)
                 elbo = float(measure(eval_samples).mean())
                 if not math.isfinite(elbo):
                     raise diverged(step, elbo, "ELBO") from None
+                target.forget()
                 stop = best.update(-elbo, step)
                 rate = optimizer.param_groups[0]["lr"]
                 history.append(
@@ -535,6 +562,8 @@ def fit_to_target(
 
         best.restore()
         flow.eval()
+        target.forget()
+        target.tally_as("ELBO", step)
         log_weights = measure(eval_samples)
         elbo_final = float(log_weights.mean())
         if not math.isfinite(elbo_final):
