@@ -83,7 +83,7 @@ class OutsideSupportError(FitDivergedError):
     largest coordinate of those draws tells them apart, and the message gives it.
 
     Arguments:
-        step: The optimizer step at which training stopped.
+        step: The optimizer step whose loss (or the ELBO measured after it) was not finite.
         loss: The loss or ELBO that was not finite.
         what: What was measured: ``"loss"`` or ``"ELBO"``.
         name: The target function's name, as the message shows it.
@@ -112,11 +112,11 @@ class OutsideSupportError(FitDivergedError):
         reach = "" if largest is None else f", coordinates up to {largest:.3g} in magnitude"
         self.args = (
             f"log_density {name} returned -inf at {outside} of the {draws} draws of the flow at "
-            f"step {step} (training stopped there, {what} {loss}){reach}: where they lie "
-            "outside the target's support, give the flow that support, e.g. MAF(features, "
-            "support=(low, high)) (every flows.core preset takes support=); where the target "
-            "is finite but underflowed that far out, a lower lr keeps the flow from running "
-            "away",
+            f"step {step} ({what} {loss}; the flow keeps its best finite weights){reach}: where "
+            "they lie outside the target's support, give the flow that support, e.g. "
+            "MAF(features, support=(low, high)) (every flows.core preset takes support=); "
+            "where the target is finite but underflowed that far out, a lower lr keeps the "
+            "flow from running away",
         )
         self.name, self.outside, self.draws, self.largest = name, outside, draws, largest
 
