@@ -216,7 +216,7 @@ def verdicts(task: str, results: list[dict[str, Any]]) -> str:
     train = ours["train_cpu_s"] / zuko["train_cpu_s"]
     sample = ours["sample_10k_cpu_s"] / zuko["sample_10k_cpu_s"]
     proposed = ours["c2st"] <= best_c2st + 0.02 or ours["best_validation_loss"] <= best_val + 0.05
-    seeds = len(results) // len(ESTIMATORS)
+    seeds = len({r["seed"] for r in results})
     return (
         f"{task} (medians of {seeds} seed(s)): C2ST {ours['c2st']:.3f} vs best of sbi's "
         f"{best_c2st:.3f} ({_mark(ours['c2st'] <= best_c2st + 0.01)} <= +0.01); "
