@@ -44,6 +44,10 @@ Each fitted :math:`q` is then scored on fresh draws:
     python benchmarks/vi.py --targets gauss-50d --rescore 16  # the scores' spread over draws
     python benchmarks/vi.py --activation SiLU --methods "ours IAF"  # another activation
     python benchmarks/vi.py --randperm --methods "ours IAF"  # random orders, as Pyro's
+    python benchmarks/vi.py --steps 3000 --seed 0 1 2 3 4   # medians over seeds, at convergence
+
+With several seeds, each target's verdict compares the medians over the seeds of each side's
+best score and counts the seeds on which ours is at least as good.
 
 A fit whose loss goes NaN or infinite is a row of its own (``diverged at step N: ...``),
 never the best of its side, and the run goes on.
@@ -58,6 +62,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -372,10 +377,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
         directions = directions / directions.norm(dim=-1, keepdim=True)
         sw1, sw2 = sliced_wasserstein(again, exact, directions)
-        results.append({"target": name, "method": "exact", "sw1": sw1, "sw2": sw2})
+        results.append(
+            {"target": name, "method": "exact", "seed": args.seed, "sw1": sw1, "sw2": sw2}
+        )
         print(f"{name}: {target.summary}; exact samples: SW1 {sw1:.3f}, SW2 {sw2:.3f}", flush=True)
         for method in args.methods:
-            row = {"target": name, "method": method}
+            row = {"target": name, "method": method, "seed": args.seed}
             try:
                 fitted = METHODS[method](target, args)
             except Diverged as error:
@@ -413,24 +420,23 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def table(results: list[dict[str, Any]]) -> str:
     """The results as a Markdown table, with our time over Pyro's best time per target."""
     lines = [
-        "| target | method | SW1 (lower) | SW2 (lower) | forward KL (lower) "
+        "| target | seed | method | SW1 (lower) | SW2 (lower) | forward KL (lower) "
         "| reverse KL (lower) | ESS/sample (higher) | k-hat | fit s | fit CPU s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results:
+        first = f"| {row['target']} | {row['seed']} "
         if row["method"] == "exact":
             lines.append(
-                f"| {row['target']} | exact samples (floor) | {row['sw1']:.3f} | {row['sw2']:.3f} "
+                f"{first}| exact samples (floor) | {row['sw1']:.3f} | {row['sw2']:.3f} "
                 "| | | | | | |"
             )
             continue
         if "diverged" in row:
-            lines.append(
-                f"| {row['target']} | {row['method']} | {row['diverged']} | | | | | | | |"
-            )
+            lines.append(f"{first}| {row['method']} | {row['diverged']} | | | | | | | |")
             continue
         lines.append(
-            f"| {row['target']} | {row['method']} | {row['sw1']:.3f} | {row['sw2']:.3f} "
+            f"{first}| {row['method']} | {row['sw1']:.3f} | {row['sw2']:.3f} "
             f"| {row['forward_kl']:.3g} | {row['reverse_kl']:.3f} | "
             f"{row['ess']:.3f} | {row['khat']:.2f} | {row['seconds']:.1f} | "
             f"{row['cpu_seconds']:.1f} |"
@@ -443,34 +449,91 @@ PAIRS = {"ours IAF": "Pyro AutoIAFNormal", "ours NSF": "Pyro AutoNormalizingFlow
 
 
 def verdicts(results: list[dict[str, Any]]) -> list[str]:
-    """Per target: our best ESS and SW1 against Pyro's best, and each pair's time ratio."""
+    """Per target: our best ESS, SW1 and reverse KL against Pyro's best, and each pair's time
+    ratio; over several seeds, the medians of the seeds' bests and how many seeds ours wins."""
     out = []
     for name in dict.fromkeys(row["target"] for row in results):
-        rows = {
-            r["method"]: r
-            for r in results
-            if r["target"] == name and r["method"] not in ("exact", *INFORMATIONAL)
-        }
-        ours = [r for m, r in rows.items() if m.startswith("ours")]
-        pyros = [r for m, r in rows.items() if m.startswith("Pyro")]
-        if not ours or not pyros:
-            continue
-        ess = max(r["ess"] for r in ours), max(r["ess"] for r in pyros)
-        sw1 = min(r["sw1"] for r in ours), min(r["sw1"] for r in pyros)
-        reverse = min(r["reverse_kl"] for r in ours), min(r["reverse_kl"] for r in pyros)
-        times = [
-            f"{ours_name} / {pyro_name} "
-            f"{rows[ours_name]['seconds'] / rows[pyro_name]['seconds']:.2f}x "
-            f"(CPU {rows[ours_name]['cpu_seconds'] / rows[pyro_name]['cpu_seconds']:.2f}x)"
-            for ours_name, pyro_name in PAIRS.items()
-            if all(m in rows and "diverged" not in rows[m] for m in (ours_name, pyro_name))
+        rows = [r for r in results if r["target"] == name]
+        bests = [
+            best
+            for seed in dict.fromkeys(r["seed"] for r in rows)
+            if (best := best_of_sides([r for r in rows if r["seed"] == seed])) is not None
         ]
-        out.append(
-            f"{name}: best ESS/sample ours {ess[0]:.3f} vs Pyro {ess[1]:.3f}; best SW1 ours "
-            f"{sw1[0]:.3f} vs Pyro {sw1[1]:.3f}; best reverse KL ours {reverse[0]:.3f} vs Pyro "
-            f"{reverse[1]:.3f}; fit time {', '.join(times)}"
-        )
+        if len(bests) == 1:
+            (best,) = bests
+            times = [
+                f"{pair} {wall:.2f}x (CPU {cpu:.2f}x)" for pair, (wall, cpu) in best.times.items()
+            ]
+            out.append(
+                f"{name}: best ESS/sample ours {best.ess[0]:.3f} vs Pyro {best.ess[1]:.3f}; best "
+                f"SW1 ours {best.sw1[0]:.3f} vs Pyro {best.sw1[1]:.3f}; best reverse KL ours "
+                f"{best.reverse_kl[0]:.3f} vs Pyro {best.reverse_kl[1]:.3f}; fit time "
+                f"{', '.join(times)}"
+            )
+        elif bests:
+            scores = [
+                _medians(label, [getattr(b, key) for b in bests], higher)
+                for label, key, higher in (
+                    ("ESS/sample", "ess", True),
+                    ("SW1", "sw1", False),
+                    ("reverse KL", "reverse_kl", False),
+                )
+            ]
+            pairs = dict.fromkeys(pair for b in bests for pair in b.times)
+            cpu = {
+                p: statistics.median(b.times[p][1] for b in bests if p in b.times) for p in pairs
+            }
+            times = [f"{pair} {ratio:.2f}x" for pair, ratio in cpu.items()]
+            out.append(
+                f"{name}, medians over {len(bests)} seeds of each side's best: "
+                + "; ".join(scores)
+                + f"; CPU time {', '.join(times)}"
+            )
     return out
+
+
+def _medians(label: str, pairs: list[tuple[float, float]], higher: bool) -> str:
+    """``label`` ours against Pyro's as medians over seeds, and the seeds ours wins or ties."""
+    ours, pyro = (statistics.median(side) for side in zip(*pairs, strict=True))
+    wins = sum(o >= p if higher else o <= p for o, p in pairs)
+    return (
+        f"{label} ours {ours:.3f} vs Pyro {pyro:.3f} "
+        f"(ours at least as good on {wins} of {len(pairs)})"
+    )
+
+
+@dataclass(frozen=True)
+class Bests:
+    """Our best and Pyro's best scores on one target and seed, as ``(ours, Pyro's)``, and the
+    wall and CPU time ratios of each pair of fits of the same kind."""
+
+    ess: tuple[float, float]
+    sw1: tuple[float, float]
+    reverse_kl: tuple[float, float]
+    times: dict[str, tuple[float, float]]
+
+
+def best_of_sides(rows: list[dict[str, Any]]) -> Bests | None:
+    """Each side's best among ``rows`` (one target, one seed); ``None`` if a side has none."""
+    by_method = {r["method"]: r for r in rows if r["method"] not in ("exact", *INFORMATIONAL)}
+    ours = [r for m, r in by_method.items() if m.startswith("ours")]
+    pyros = [r for m, r in by_method.items() if m.startswith("Pyro")]
+    if not ours or not pyros:
+        return None
+    times = {
+        f"{mine} / {theirs}": (
+            by_method[mine]["seconds"] / by_method[theirs]["seconds"],
+            by_method[mine]["cpu_seconds"] / by_method[theirs]["cpu_seconds"],
+        )
+        for mine, theirs in PAIRS.items()
+        if all(m in by_method and "diverged" not in by_method[m] for m in (mine, theirs))
+    }
+    return Bests(
+        ess=(max(r["ess"] for r in ours), max(r["ess"] for r in pyros)),
+        sw1=(min(r["sw1"] for r in ours), min(r["sw1"] for r in pyros)),
+        reverse_kl=(min(r["reverse_kl"] for r in ours), min(r["reverse_kl"] for r in pyros)),
+        times=times,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -496,7 +559,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a random feature order per layer for ours IAF and NSF, as Pyro's AutoRegressiveNN "
         "takes (default: the presets' alternating orders)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one run per seed; with several, the verdicts take medians over them",
+    )
     parser.add_argument("--eval-samples", type=int, default=4096)
     parser.add_argument("--directions", type=int, default=256, help="SW2 projections")
     parser.add_argument(
@@ -519,7 +588,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    results = run(args)
+    results = [
+        row for seed in args.seed for row in run(argparse.Namespace(**vars(args) | {"seed": seed}))
+    ]
     print()
     print(table(results))
     print()
