@@ -158,3 +158,25 @@ def test_the_in_place_rule_gives_the_activation_s_values_or_nothing(
         result = form(x)
         assert result is x  # in place
         torch.testing.assert_close(x, expected)
+
+
+# Deprecated in torch, still what Pyro's JitTrace_ELBO runs; its notes are torch's own.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("shape", [(5,), (4, 5), (4, 3, 5)])
+@pytest.mark.parametrize("activation", ACTIVATIONS[:3])
+def test_traced_networks_train_and_match_the_eager_ones(activation, shape, dtype, device) -> None:
+    # torch.jit.trace (Pyro's JitTrace_ELBO) replays a linear layer's output on an input that
+    # is not a matrix as a view; an in-place activation on it made backward fail.
+    for net in _networks(activation, dtype):
+        net = net.to(device)
+        x = torch.randn(shape, dtype=dtype, device=device)
+        traced = torch.jit.trace(net, (x,), check_trace=False)
+        for _ in range(2):  # the first replays record, the later ones run the recorded graph
+            y = traced(x)
+            grads = torch.autograd.grad(y.square().sum(), list(net.parameters()))
+        expected = _reference(net, x)
+        expected_grads = torch.autograd.grad(expected.square().sum(), list(net.parameters()))
+        torch.testing.assert_close(y, expected)
+        for g, e in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(g, e)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import Predictive
+from pyro.infer import SVI, JitTrace_ELBO, Predictive
 
 from flows.core import IAF, MAF, Flow, MaskedAutoregressiveTransform
 from flows.core.plugins.registry import RegistryError
@@ -130,6 +132,26 @@ def test_guide_parameters_enter_the_param_store(dtype, device):
     stored = set(pyro.get_param_store().keys())
     assert stored and all(name.startswith("FlowGuide.flow$$$") for name in stored)
     assert len(stored) == len(list(guide.flow.parameters()))
+
+
+# Deprecated in torch, still what Pyro's JitTrace_ELBO runs; its notes are torch's and Pyro's.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("particles", [1, 4])
+def test_the_iaf_guide_trains_under_the_jit_elbo(particles, dtype, device):
+    # The default flow under torch.jit.trace: its networks' in-place activations once failed.
+    pyro.set_rng_seed(0)
+    model = _model(dtype, device)
+    guide = FlowGuide(model, "iaf", transforms=2, hidden_features=(8,))
+    elbo = JitTrace_ELBO(
+        num_particles=particles, vectorize_particles=particles > 1, ignore_jit_warnings=True
+    )
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), elbo)
+    losses = [svi.step() for _ in range(3)]
+    before = [p.detach().clone() for p in guide.flow.parameters()]
+    losses.append(svi.step())
+    assert all(math.isfinite(loss) for loss in losses)
+    assert any(not torch.equal(b, p) for b, p in zip(before, guide.flow.parameters(), strict=True))
 
 
 def test_guide_refuses_bad_flows(dtype, device):

@@ -104,7 +104,9 @@ def in_place_activation(activation: nn.Module) -> Callable[[Tensor], Tensor] | N
     and :class:`torch.nn.LeakyReLU` or :class:`torch.nn.ELU` whose slope is not negative,
     compute their gradient from their result, so their in-place form overwrites nothing
     autograd needs. Only these exact classes qualify: a subclass may change the function.
-    The caller decides whether hooks allow skipping the module call.
+    While :func:`torch.jit.trace` records (Pyro's ``JitTrace_ELBO`` does), none does: a traced
+    graph may replay a linear layer's output as a view, which autograd will not rectify in
+    place. The caller decides whether hooks allow skipping the module call.
 
     Example:
         >>> relu_ = in_place_activation(nn.ReLU())
@@ -114,6 +116,8 @@ def in_place_activation(activation: nn.Module) -> Callable[[Tensor], Tensor] | N
         >>> in_place_activation(nn.Tanh()) is None
         True
     """
+    if torch.jit.is_tracing():
+        return None
     if type(activation) is nn.ReLU:
         return torch.relu_
     # With a negative slope the result no longer tells the sign of the input, and autograd
