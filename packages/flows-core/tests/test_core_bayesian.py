@@ -177,6 +177,54 @@ def test_save_and_load_keep_the_posterior(tmp_path, dtype, device):
         )
 
 
+@pytest.mark.parametrize("selection", ["one layer", "a frozen bias"])
+def test_a_posterior_of_some_weights_loads_as_saved(selection, tmp_path, dtype, device):
+    torch.manual_seed(0)
+    flow = MAF(2, 2, transforms=2, **H).to(dtype=dtype, device=device)
+    linears = [m for m in flow.modules() if isinstance(m, flows.nn.MaskedLinear)]
+    if selection == "one layer":
+        bayesian = BayesianFlow(flow, init_scale=0.1, layers=lambda m: m is linears[0])
+        expected = 2  # its weight and bias
+    else:
+        linears[1].bias.requires_grad_(False)
+        bayesian = BayesianFlow(flow, init_scale=0.1)
+        expected = 2 * len(linears) - 1
+    assert len(bayesian.names) == expected
+    with torch.no_grad():
+        bayesian.log_scales[0].add_(0.3)
+    path = tmp_path / "posterior.pt"
+    bayesian.save(path)
+    again, _ = BayesianFlow.load(path, map_location=device)
+    again = again.to(dtype=dtype)
+    assert again.names == bayesian.names
+    for theirs, ours in zip(again.log_scales, bayesian.log_scales, strict=True):
+        torch.testing.assert_close(theirs, ours)
+    x = torch.randn(5, 2, dtype=dtype, device=device)
+    c = torch.randn(5, 2, dtype=dtype, device=device)
+    torch.manual_seed(3)
+    with bayesian.sampled():
+        ours = density(bayesian, x, c)
+    torch.manual_seed(3)
+    with again.sampled():
+        theirs = density(again, x, c)
+    torch.testing.assert_close(theirs, ours)
+
+
+def test_names_choose_the_weights_and_are_checked(device):
+    flow = MAF(2, transforms=1, **H).to(device)
+    every = BayesianFlow(flow).names
+    chosen = BayesianFlow(flow, names=every[:2])
+    assert chosen.names == every[:2] and len(chosen.log_scales) == 2
+    with pytest.raises(TypeError, match="give layers or names, not both"):
+        BayesianFlow(flow, layers=lambda m: True, names=every)
+    with pytest.raises(ValueError, match=r"names: 'nope\.weight' is not a floating-point param"):
+        BayesianFlow(flow, names=["nope.weight"])
+    with pytest.raises(ValueError, match="names must name each parameter once"):
+        BayesianFlow(flow, names=[every[0], every[0]])
+    with pytest.raises(TypeError, match="names must be a sequence of dotted parameter names"):
+        BayesianFlow(flow, names=every[0])
+
+
 def test_a_flow_that_drew_weights_can_be_copied(dtype, device):
     bayesian, x, c = build("maf-context", dtype, device)
     density(bayesian, x, c).sum().backward()

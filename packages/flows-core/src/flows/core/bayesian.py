@@ -34,7 +34,7 @@ import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -79,11 +79,15 @@ class BayesianFlow(LazyDistribution):
             weight.
         init_scale: The initial posterior scale :math:`\sigma` of every weight.
         layers: Which modules are linear layers to make Bayesian (default :func:`is_linear`):
-            their ``weight`` and ``bias`` parameters get a posterior, the others (bases,
-            element-wise parameters) stay point estimates.
+            their trainable ``weight`` and ``bias`` parameters get a posterior, the others
+            (bases, element-wise parameters) stay point estimates.
+        names: Instead of ``layers``, the dotted names of the parameters that get a
+            posterior, e.g. another posterior's :attr:`names` (how :meth:`load` rebuilds one).
 
     Raises:
-        ValueError: The flow has no trainable linear layers, or a scale is not positive.
+        ValueError: The flow has no trainable linear layers, a name is not one of its
+            parameters, or a scale is not positive.
+        TypeError: Both ``layers`` and ``names`` are given.
 
     Example:
         >>> import torch
@@ -106,26 +110,20 @@ class BayesianFlow(LazyDistribution):
         prior_scale: float = 1.0,
         init_scale: float = 1e-3,
         layers: Callable[[nn.Module], bool] | None = None,
+        *,
+        names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(flow, nn.Module):
             raise TypeError(f"flow must be a lazy flow (a torch.nn.Module), got {type(flow)}")
         self.prior_scale = check_positive("prior_scale", prior_scale, finite=True)
         self.init_scale = check_positive("init_scale", init_scale, finite=True)
-        chosen = layers if layers is not None else is_linear
-        names = []
-        for prefix, module in flow.named_modules():
-            if not chosen(module):
-                continue
-            for leaf in ("weight", "bias"):
-                parameter = module._parameters.get(leaf)
-                if parameter is not None and parameter.requires_grad:
-                    names.append(f"{prefix}.{leaf}" if prefix else leaf)
-        if not names:
-            raise ValueError(
-                f"flow {type(flow).__name__} has no trainable linear layer whose weights could "
-                "have a posterior"
-            )
+        if names is None:
+            names = _linear_parameter_names(flow, layers if layers is not None else is_linear)
+        elif layers is not None:
+            raise TypeError("give layers or names, not both")
+        else:
+            names = _checked_names(flow, names)
         self.flow = flow
         #: The dotted names of the parameters that have a posterior, in ``log_scales`` order.
         self.names: tuple[str, ...] = tuple(names)
@@ -283,11 +281,14 @@ class BayesianFlow(LazyDistribution):
             raise CheckpointError(f"{where} holds a flow but no Bayesian posterior")
         try:
             bayesian = cls(
-                flow, prior_scale=stored["prior_scale"], init_scale=stored["init_scale"]
+                flow,
+                prior_scale=stored["prior_scale"],
+                init_scale=stored["init_scale"],
+                names=stored["names"],
             )
             scales = stored["log_scales"]
-            if list(bayesian.names) != list(stored["names"]) or len(scales) != len(bayesian.names):
-                raise ValueError("its weight names are not those of the flow's linear layers")
+            if not isinstance(scales, (list, tuple)) or len(scales) != len(bayesian.names):
+                raise ValueError("it does not hold one tensor of scales per weight name")
             with torch.no_grad():
                 for name, target, value in zip(
                     bayesian.names, bayesian.log_scales, scales, strict=True
@@ -305,6 +306,42 @@ class BayesianFlow(LazyDistribution):
 
     def extra_repr(self) -> str:
         return f"prior_scale={self.prior_scale}, weights={len(self.names)}"
+
+
+def _linear_parameter_names(flow: nn.Module, chosen: Callable[[nn.Module], bool]) -> list[str]:
+    """The dotted names of the trainable weights and biases of the ``chosen`` modules."""
+    names = []
+    for prefix, module in flow.named_modules():
+        if not chosen(module):
+            continue
+        for leaf in ("weight", "bias"):
+            parameter = module._parameters.get(leaf)
+            if parameter is not None and parameter.requires_grad:
+                names.append(f"{prefix}.{leaf}" if prefix else leaf)
+    if not names:
+        raise ValueError(
+            f"flow {type(flow).__name__} has no trainable linear layer whose weights could "
+            "have a posterior"
+        )
+    return names
+
+
+def _checked_names(flow: nn.Module, names: Sequence[str]) -> list[str]:
+    """``names`` as a list, each once and each a floating-point parameter of ``flow``."""
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise TypeError(f"names must be a sequence of dotted parameter names, got {names!r}")
+    names = list(names)
+    if not names:
+        raise ValueError("names must name at least one parameter, got none")
+    parameters = dict(flow.named_parameters())
+    for name in names:
+        if name not in parameters or not parameters[name].is_floating_point():
+            raise ValueError(
+                f"names: {name!r} is not a floating-point parameter of flow {type(flow).__name__}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"names must name each parameter once, got {names}")
+    return names
 
 
 class _Penalized(Distribution):
