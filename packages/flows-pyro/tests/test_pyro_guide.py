@@ -187,6 +187,19 @@ def test_guide_refuses_bad_flows(dtype, device):
         FlowGuide(model, "nope")()
 
 
+def test_a_model_without_latent_sites_is_refused_on_every_call(dtype, device):
+    data = torch.randn(4, dtype=dtype, device=device)
+
+    def observed_only():
+        with pyro.plate("data", 4):
+            pyro.sample("x", dist.Normal(0 * data, 1), obs=data)
+
+    guide = FlowGuide(observed_only)
+    for _ in range(2):  # Pyro's own check, not an assertion of ours, the second time too
+        with pytest.raises(RuntimeError, match="FlowGuide found no latent variables"):
+            guide()
+
+
 def test_quantiles_refuse_levels_outside_the_unit_interval(dtype, device):
     guide = FlowGuide(_model(dtype, device), "iaf", transforms=1, hidden_features=(8,))
     with pytest.raises(

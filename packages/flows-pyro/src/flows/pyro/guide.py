@@ -187,11 +187,12 @@ class FlowGuide(AutoContinuous):
             self._constructor = flow
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
-        super()._setup_prototype(*args, **kwargs)
         try:
+            super()._setup_prototype(*args, **kwargs)
             self._setup_flow()
-        except (TypeError, ValueError):
-            # Unset, so the next call inspects the model again and raises again.
+        except BaseException:
+            # Unset (Pyro sets it before its own checks), so the next call inspects the model
+            # again and raises the same error again.
             self.prototype_trace = None
             raise
 
