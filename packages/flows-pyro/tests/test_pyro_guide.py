@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import SVI, JitTrace_ELBO, Predictive
+from pyro.infer import SVI, JitTrace_ELBO, Predictive, Trace_ELBO
 
 from flows.core import IAF, MAF, Flow, MaskedAutoregressiveTransform
 from flows.core.plugins.registry import RegistryError
@@ -152,6 +152,29 @@ def test_the_iaf_guide_trains_under_the_jit_elbo(particles, dtype, device):
     losses.append(svi.step())
     assert all(math.isfinite(loss) for loss in losses)
     assert any(not torch.equal(b, p) for b, p in zip(before, guide.flow.parameters(), strict=True))
+
+
+def test_the_guide_samples_with_the_values_of_pyros_parameter_store(tmp_path, dtype, device):
+    model = _model(dtype, device)
+    pyro.set_rng_seed(0)
+    trained = FlowGuide(model, "iaf", transforms=1, hidden_features=(8,))
+    svi = SVI(model, trained, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(5):
+        svi.step()
+    path = tmp_path / "store.pt"
+    pyro.get_param_store().save(path)
+    pyro.clear_param_store()
+    pyro.get_param_store().load(path, map_location=device)
+    # Pyro's way to restore a guide: load the store, build the guide anew.
+    rebuilt = FlowGuide(model, "iaf", transforms=1, hidden_features=(8,))
+    rebuilt()
+    for theirs, ours in zip(rebuilt.flow.parameters(), trained.flow.parameters(), strict=True):
+        assert torch.equal(theirs, ours)
+    # SVI steps the stored tensors, so the flow that samples is the one that trains.
+    before = [p.detach().clone() for p in rebuilt.flow.parameters()]
+    SVI(model, rebuilt, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO()).step()
+    after = list(rebuilt.flow.parameters())
+    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
 
 
 def test_guide_refuses_bad_flows(dtype, device):

@@ -33,6 +33,7 @@ import torch
 from torch import Size, Tensor
 from torch.distributions import Distribution, biject_to
 
+import pyro
 from flows.core.lazy import LazyDistribution
 from flows.core.validation import check_count
 from pyro.distributions import TorchDistribution, constraints
@@ -116,7 +117,9 @@ class FlowGuide(AutoContinuous):
     supports, and builds a flow over :math:`D`, the total size of their unconstrained values.
     Each call then draws one vector from the flow, cuts it into the sites, maps each piece to
     its site's support with ``biject_to(site.support)`` and samples the site at that value, its
-    log-density corrected by the bijection's log-determinant (as in the module's formula). Use
+    log-density corrected by the bijection's log-determinant (as in the module's formula). The
+    flow's parameters live in Pyro's parameter store: values stored under their names (say, a
+    store saved after training and loaded) are the ones the guide uses. Use
     it wherever Pyro takes a guide: ``pyro.infer.SVI`` (with any ELBO, vectorized particles
     included), ``pyro.infer.Predictive``, an ``AutoGuideList``.
 
@@ -227,6 +230,18 @@ class FlowGuide(AutoContinuous):
             self._setup_prototype(*args, **kwargs)
         assert self.flow is not None
         return FlowPosterior(self.flow())
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """Sample every latent site of the model (Pyro calls this as the guide)."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        if not pyro.settings.get("module_local_params"):
+            # Values already in Pyro's parameter store under the flow's names (a loaded store,
+            # an earlier guide's) replace the flow's own, as they do for Pyro's PyroParams:
+            # else SVI's optimizer would step the stored tensors while the flow samples with
+            # its own. Here, inside the guide's call, Pyro knows the guide's full name.
+            pyro.module(self._pyro_get_fullname("flow"), self.flow, update_module_params=True)
+        return super().forward(*args, **kwargs)
 
     @torch.no_grad()
     def quantiles(
