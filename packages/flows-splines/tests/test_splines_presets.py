@@ -171,3 +171,22 @@ def test_nsf_fits_a_gaussian_mixture():
     with torch.no_grad():
         kl = (mixture.log_prob(x) - flow().log_prob(x)).mean()
     assert kl < 0.08
+
+
+@pytest.mark.parametrize(
+    ("name", "inverse"),
+    [
+        ("nsf", "exact"),
+        ("ncsf", "exact"),
+        ("naf", "numerical"),
+        ("unaf", "numerical"),
+        ("sospf", "numerical"),
+        ("bpf", "numerical"),
+    ],
+)
+def test_specs_flag_the_presets_sampled_by_bisection(name, inverse):
+    # Their sampling direction bisects to a tolerance; a user choosing a flow for variational
+    # inference reads this flag.
+    from flows.core.plugins import preset_spec
+
+    assert preset_spec(name).spec.inverse == inverse

@@ -115,14 +115,28 @@ def flows_register_presets() -> list[PresetSpec]:
         PresetSpec(
             "ncsf", "flows.splines.presets:NCSF", "Neural circular spline flow", ("circular-rqs",)
         ),
-        PresetSpec("naf", "flows.splines.presets:NAF", "Neural autoregressive flow"),
+        # Sampling these bisects within a tolerance: a numerical inverse.
         PresetSpec(
-            "unaf", "flows.splines.presets:UNAF", "Unconstrained neural autoregressive flow"
+            "naf", "flows.splines.presets:NAF", "Neural autoregressive flow", inverse="numerical"
         ),
         PresetSpec(
-            "sospf", "flows.splines.presets:SOSPF", "Sum-of-squares polynomial flow", ("sos",)
+            "unaf",
+            "flows.splines.presets:UNAF",
+            "Unconstrained neural autoregressive flow",
+            inverse="numerical",
         ),
         PresetSpec(
-            "bpf", "flows.splines.presets:BPF", "Bernstein polynomial flow", ("bernstein",)
+            "sospf",
+            "flows.splines.presets:SOSPF",
+            "Sum-of-squares polynomial flow",
+            ("sos",),
+            inverse="numerical",
+        ),
+        PresetSpec(
+            "bpf",
+            "flows.splines.presets:BPF",
+            "Bernstein polynomial flow",
+            ("bernstein",),
+            inverse="numerical",
         ),
     ]

@@ -177,6 +177,14 @@ class NAF(_NeuralAutoregressiveFlow):
     :math:`(-11, 11)`, within reach of the inverse's bisection on :math:`[-10, 10]`, on a
     standard Gaussian base.
 
+    Sampling inverts each layer by bisection (the spec says ``inverse="numerical"``), and a
+    layer maps the interval the bisection searches onto a bounded range only: a base draw
+    beyond it has no preimage there and is clamped to the interval's end, whose density
+    ``rsample_and_log_prob`` then reports in the draw's place. Variational fits
+    (:func:`flows.core.fit_to_target`, ``flows.pyro.FlowGuide``) read that density and can
+    learn to exploit it; for them prefer a flow that samples exactly, such as ``iaf`` or
+    ``nsf``.
+
     Arguments:
         features: The number of features :math:`F`.
         context: The number of context features :math:`C`.
@@ -204,6 +212,8 @@ class UNAF(_NeuralAutoregressiveFlow):
 
     Layers of :class:`UnconstrainedNeuralAutoregressiveTransform` are separated by soft clips
     onto :math:`(-11, 11)`, on a standard Gaussian base.
+
+    Sampling bisects as :class:`NAF`'s does, with the same caveat for variational fits.
 
     Arguments:
         features: The number of features :math:`F`.
