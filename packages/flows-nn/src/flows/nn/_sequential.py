@@ -116,7 +116,7 @@ def in_place_activation(activation: nn.Module) -> Callable[[Tensor], Tensor] | N
         >>> in_place_activation(nn.Tanh()) is None
         True
     """
-    if torch.jit.is_tracing():
+    if torch.jit.is_tracing():  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         return None
     if type(activation) is nn.ReLU:
         return torch.relu_

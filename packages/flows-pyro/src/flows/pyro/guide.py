@@ -235,6 +235,7 @@ class FlowGuide(AutoContinuous):
         """Sample every latent site of the model (Pyro calls this as the guide)."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
+        assert self.flow is not None  # built by _setup_prototype
         if not pyro.settings.get("module_local_params"):
             # Values already in Pyro's parameter store under the flow's names (a loaded store,
             # an earlier guide's) replace the flow's own, as they do for Pyro's PyroParams:
