@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 from sbi.neural_nets.estimators.base import ConditionalDensityEstimator
+from sbi.utils import MultipleIndependent
 from torch import nn
+from torch.distributions import Gamma, Independent, LogNormal, Uniform, constraints
 
 from flows.sbi import likelihood_nn, posterior_nn
 
@@ -212,3 +214,114 @@ def test_to_moves_every_tensor_to_the_requested_device(device):
     assert tensors and all(t.device.type == device.type for t in tensors)
     log_p = estimator.log_prob(torch.zeros(1, 2, device=device), torch.zeros(1, 3, device=device))
     assert log_p.device.type == device.type and math.isfinite(log_p.item())
+
+
+@pytest.mark.parametrize("z_score", ["independent", "structured"])
+@pytest.mark.parametrize("bounded", [False, True], ids=["unbounded", "box"])
+def test_state_dict_loads_into_an_estimator_rebuilt_from_other_simulations(
+    device, dtype, z_score, bounded
+):
+    # Save the weights, rebuild from any batch (its own statistics), load: the same estimator.
+    torch.manual_seed(0)
+    box = (
+        torch.zeros(2, device=device, dtype=dtype),
+        torch.full((2,), 10.0, device=device, dtype=dtype),
+    )
+    theta = 1.0 + 2.0 * torch.rand(200, 2, device=device, dtype=dtype)
+    x = theta + 0.3 * torch.randn_like(theta)
+    support = {"support": box} if bounded else {}
+    build_ = posterior_nn(
+        "maf",
+        z_score_theta=z_score,
+        z_score_x=z_score,
+        transforms=2,
+        hidden_features=(16,),
+        **support,
+    )
+    trained = build_(theta, x).to(device=device, dtype=dtype)
+    with torch.no_grad():  # as a few training steps would, away from the initial weights
+        for parameter in trained.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    rebuilt = build_(2.0 * theta + 3.0, 2.0 * x + 3.0).to(device=device, dtype=dtype)
+    rebuilt.load_state_dict(trained.state_dict())
+    probe = torch.tensor([[2.0, 2.5], [4.0, 1.5], [1.2, 8.0]], device=device, dtype=dtype)
+    condition = torch.tensor([[2.0, 2.5], [4.0, 1.5], [1.0, 3.0]], device=device, dtype=dtype)
+    expected = trained.log_prob(probe, condition)
+    assert bool(expected.isfinite().all())
+    torch.testing.assert_close(rebuilt.log_prob(probe, condition), expected)
+    torch.manual_seed(1)
+    expected = trained.sample((200,), condition)
+    torch.manual_seed(1)
+    torch.testing.assert_close(rebuilt.sample((200,), condition), expected)
+
+
+class _NanToZero(nn.Module):
+    """An embedding of x that reads a missing (NaN) element as 0, as sbi's NaN-aware ones do."""
+
+    def __init__(self, device, dtype):
+        super().__init__()
+        self.linear = nn.Linear(3, 4, device=device, dtype=dtype)
+
+    def forward(self, x):
+        return self.linear(torch.nan_to_num(x))
+
+
+def test_nan_padded_x_builds_when_x_is_not_standardized(device, dtype):
+    # sbi's pattern for a varying number of iid trials: the missing ones are NaN, the embedding
+    # net handles them, z_score_x="none" and append_simulations(..., exclude_invalid_x=False).
+    torch.manual_seed(0)
+    theta = torch.randn(200, 2, device=device, dtype=dtype)
+    x = theta.repeat(1, 2)[:, :3] + 0.1 * torch.randn(200, 3, device=device, dtype=dtype)
+    x[::3, 2] = float("nan")
+    embedding = _NanToZero(device, dtype)
+    options = {"embedding_net": embedding, "transforms": 1, "hidden_features": (8,)}
+    estimator = posterior_nn("maf", z_score_x="none", **options)(theta, x)
+    estimator = estimator.to(device=device, dtype=dtype)
+    log_p = estimator.log_prob(theta[:9], x[:9])
+    assert log_p.shape == (1, 9) and bool(log_p.isfinite().all())
+    with pytest.raises(ValueError, match="batch_x holds NaN or inf in 67 of 200 simulations"):
+        posterior_nn("maf", z_score_x="independent", **options)(theta, x)
+
+
+def _half_line(device, dtype):
+    location = torch.zeros(2, device=device, dtype=dtype)
+    return Independent(LogNormal(location, torch.ones_like(location)), 1)
+
+
+def _two_uniforms(device, dtype):
+    one = torch.ones(1, device=device, dtype=dtype)
+    return MultipleIndependent([Uniform(0.0 * one, one), Uniform(2.0 * one, 5.0 * one)])
+
+
+def _uniform_and_gamma(device, dtype):
+    one = torch.ones(1, device=device, dtype=dtype)
+    return MultipleIndependent([Uniform(0.0 * one, one), Gamma(2.0 * one, one)])
+
+
+@pytest.mark.parametrize("prior", [_half_line, _two_uniforms, _uniform_and_gamma])
+def test_a_prior_support_beyond_a_box_bounds_the_estimator(device, dtype, prior):
+    # LogNormal's support is a half-line; sbi's MultipleIndependent (what process_prior makes of
+    # a list of priors) concatenates its parts' supports.
+    torch.manual_seed(0)
+    prior = prior(device, dtype)
+    theta = prior.sample((200,))
+    x = theta + 0.1 * torch.randn_like(theta)
+    build_ = posterior_nn("maf", support=prior.support, transforms=1, hidden_features=(8,))
+    estimator = build_(theta, x).to(device=device, dtype=dtype)
+    samples = estimator.sample((500,), x[:2])
+    assert bool(prior.support.check(samples).all())
+    outside = torch.tensor([[[-0.5, 3.0]], [[0.5, -1.0]]], device=device, dtype=dtype)
+    assert estimator.log_prob(outside, x[:1]).isneginf().all()
+    assert bool(estimator.log_prob(samples[:5], x[:2]).isfinite().all())
+
+
+@pytest.mark.parametrize(
+    "support",
+    [constraints.simplex, constraints.cat([constraints.unit_interval, constraints.simplex])],
+    ids=["simplex", "cat-with-simplex"],
+)
+def test_an_unsupported_support_constraint_is_refused_by_name(support, device):
+    build_ = posterior_nn("maf", support=support, transforms=1)
+    theta, x = torch.rand(20, 2, device=device), torch.randn(20, 3, device=device)
+    with pytest.raises(ValueError, match=r"support must be .* half-line .* MultipleIndependent"):
+        build_(theta, x)

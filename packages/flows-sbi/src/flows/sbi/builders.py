@@ -10,19 +10,19 @@ swapped: ``num_transforms`` is the preset's ``transforms``, ``num_bins`` its ``b
 ``tail_bound`` a spline preset's ``bound``, and an integer ``hidden_features`` is two hidden
 layers of that width.
 
-A bounded prior: pass its support, ``support=prior.support`` (or ``(low, high)``). The flow
-then lives on that box, so every sample is inside the prior's support and sbi's rejection of
-samples outside it (leakage) accepts all of them. The flow then models the scaled logit of
-the standardized box (:class:`~flows.core.transforms.SupportTransform`), on which the prior has
-unit variance and a spline's default :math:`[-5, 5]` covers all but :math:`10^{-4}` of the box
-at either end.
+A bounded prior: pass its support, ``support=prior.support`` (a box such as
+``BoxUniform``'s, a half-line such as ``LogNormal``'s, or sbi's ``MultipleIndependent`` of
+them), or ``(low, high)``. The estimator then lives on that support, so every sample is inside
+it and sbi's rejection of samples outside it (leakage) accepts all of them. On a box, the flow
+models the scaled logit of the standardized box
+(:class:`~flows.core.transforms.SupportTransform`), on which the prior has unit variance and a
+spline's default :math:`[-5, 5]` covers all but :math:`10^{-4}` of the box at either end.
 """
 
 from __future__ import annotations
 
 __all__ = ["likelihood_nn", "posterior_nn"]
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 from flows.core.lazy import LazyDistribution
-from flows.core.presets.base import Preset
+from flows.core.support import normalize_support
 from flows.sbi.estimator import FlowEstimator, Standardize
 
 _Z_SCORES = ("independent", "structured", "none", None)
@@ -58,12 +58,17 @@ def posterior_nn(
             ``"independent"`` (each element by its mean and standard deviation over the
             simulations), ``"structured"`` (one mean and deviation for all elements) or
             ``"none"``.
-        z_score_x: The same for :math:`x`, before the embedding network.
+        z_score_x: The same for :math:`x`, before the embedding network. With ``"none"``,
+            :math:`x` may hold NaN (sbi's padding of missing iid trials) for an
+            ``embedding_net`` that handles it; otherwise simulations must be finite.
         embedding_net: A network from :math:`x` (a batch) to features the flow reads as its
             context; ``None`` is the identity.
         preset_kwargs: The preset's arguments (``transforms=5``, ``hidden_features=(50, 50)``,
             ``bins=10``, ...), sbi's spellings of them, and ``support``: the prior's support
-            (``prior.support``, or ``(low, high)``), which bounds the flow to it.
+            (``prior.support``: an interval, a half-line, ``independent(...)`` of one, or a
+            ``constraints.cat`` of them as sbi's ``MultipleIndependent`` has; or
+            ``(low, high)``, ``-inf`` or ``inf`` for an open side), which bounds the flow to
+            it.
 
     Returns:
         The builder, ``builder(batch_theta, batch_x) -> FlowEstimator``.
@@ -140,14 +145,18 @@ class _Builder:
         self.preset_kwargs = _translate(preset_kwargs)
 
     def __call__(self, batch_theta: Tensor, batch_x: Tensor) -> FlowEstimator:
-        for name, batch in (("batch_theta", batch_theta), ("batch_x", batch_x)):
-            _check_finite(name, batch)
-        inputs, conditions = (batch_x, batch_theta) if self.swap else (batch_theta, batch_x)
+        named = (("batch_x", batch_x), ("batch_theta", batch_theta))
+        (input_name, inputs), (condition_name, conditions) = named if self.swap else named[::-1]
+        _check_batch(input_name, inputs, finite=True)
+        # Without statistics to compute, the condition may hold NaN for the embedding net to
+        # handle: sbi's pattern for a varying number of iid trials pads the missing ones.
+        standardized = self.z_score_condition not in ("none", None)
+        _check_batch(condition_name, conditions, finite=standardized)
         input_shape, condition_shape = inputs.shape[1:], conditions.shape[1:]
         features = math.prod(input_shape)
         shift, scale = _statistics(inputs, self.z_score_input)
         embedding = nn.Sequential()
-        if self.z_score_condition not in ("none", None):
+        if standardized:
             embedding.append(Standardize(*_statistics(conditions, self.z_score_condition)))
         if self.embedding_net is not None:
             embedding.append(self.embedding_net)
@@ -156,17 +165,9 @@ class _Builder:
         embedding.to(conditions.device)
         with torch.no_grad():
             context = embedding(conditions[:1]).reshape(1, -1).shape[1]
-        bounds = None
-        kwargs = dict(self.preset_kwargs)
-        if self.support is not None:
-            low, high = _bounds(self.support, input_shape, inputs)
-            bounds = (low, high)
-            # The flow sees the standardized input, so its support is the standardized box.
-            kwargs["support"] = (
-                ((low - shift) / scale).flatten(),
-                ((high - shift) / scale).flatten(),
-            )
-        flow = self._build(features, context, kwargs)
+        # The estimator restricts the flow to the support, in the flow's standardized units.
+        bounds = None if self.support is None else _bounds(self.support, input_shape, inputs)
+        flow = self._build(features, context)
         return FlowEstimator(
             flow.to(inputs.device),
             input_shape,
@@ -177,16 +178,8 @@ class _Builder:
             bounds=bounds,
         )
 
-    def _build(self, features: int, context: int, kwargs: dict[str, Any]) -> LazyDistribution:
-        support = kwargs.pop("support", None)
-        takes_support = support is not None and _takes_support(self.constructor)
-        if takes_support:
-            kwargs["support"] = support
-        flow = self.constructor(features=features, context=context, **kwargs)
-        if support is not None and not takes_support:
-            from flows.core.support import with_support
-
-            flow = with_support(flow, support, features=features)
+    def _build(self, features: int, context: int) -> LazyDistribution:
+        flow = self.constructor(features=features, context=context, **self.preset_kwargs)
         if not isinstance(flow, LazyDistribution):
             raise TypeError(
                 f"model {self.model!r} must build a flows LazyDistribution, "
@@ -205,17 +198,6 @@ def _constructor(model: object) -> Callable[..., LazyDistribution]:
     raise TypeError(
         f"model must be a preset name or a constructor of lazy flows, got {type(model).__name__}"
     )
-
-
-def _takes_support(constructor: Callable[..., Any]) -> bool:
-    """Whether ``constructor`` takes ``support=``: every preset does, other callables may."""
-    if isinstance(constructor, type) and issubclass(constructor, Preset):
-        return True
-    try:
-        parameters = inspect.signature(constructor).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
-        return False
-    return "support" in parameters
 
 
 def _check_z_score(name: str, value: object) -> None:
@@ -242,10 +224,15 @@ def _translate(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_finite(name: str, batch: Tensor) -> None:
-    """Refuse simulations holding NaN or inf: the standardization would be NaN."""
+def _check_batch(name: str, batch: Tensor, finite: bool) -> None:
+    """Refuse a batch that is not simulations, or (if ``finite``) one holding NaN or inf.
+
+    A batch whose statistics standardize it must be finite: they would be NaN.
+    """
     if not isinstance(batch, Tensor) or batch.dim() < 1:
         raise TypeError(f"{name} must be a tensor of shape (simulations, ...), got {batch!r:.80}")
+    if not finite:
+        return
     rows = batch.shape[0]
     bad = ~torch.isfinite(batch.detach()).reshape(rows, math.prod(batch.shape[1:])).all(dim=1)
     if bool(bad.any()):
@@ -259,7 +246,8 @@ def _statistics(batch: Tensor, mode: str | None) -> tuple[Tensor, Tensor]:
     """The shift and scale of the standardization ``mode`` over a batch's first dimension."""
     shape = batch.shape[1:]
     if mode in ("none", None):
-        return torch.zeros(shape, dtype=batch.dtype), torch.ones(shape, dtype=batch.dtype)
+        zeros = torch.zeros(shape, dtype=batch.dtype, device=batch.device)
+        return zeros, torch.ones_like(zeros)
     batch = batch.detach()
     if mode == "structured":
         shift, scale = batch.mean().expand(shape), batch.std().expand(shape)
@@ -271,18 +259,13 @@ def _statistics(batch: Tensor, mode: str | None) -> tuple[Tensor, Tensor]:
 
 
 def _bounds(support: object, shape: torch.Size, like: Tensor) -> tuple[Tensor, Tensor]:
-    """``(low, high)`` of ``support`` (a pair, or an interval constraint), of ``shape``."""
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    if hasattr(support, "lower_bound") and hasattr(support, "upper_bound"):
-        pair = (support.lower_bound, support.upper_bound)
+    """``(low, high)`` of ``support`` (a pair, or a constraint), of ``shape``."""
+    if isinstance(support, constraints.Constraint):
+        pair = _constraint_bounds(support)
     elif isinstance(support, (tuple, list)) and len(support) == 2:
         pair = tuple(support)
     else:
-        raise ValueError(
-            "support must be (low, high) or an interval constraint such as "
-            f"BoxUniform(...).support, got {support!r}"
-        )
+        raise ValueError(f"support must be {_SUPPORTS}, got {support!r}")
     low, high = (torch.as_tensor(b, dtype=like.dtype).detach().cpu().to(like.device) for b in pair)
     try:
         low, high = low.broadcast_to(shape).clone(), high.broadcast_to(shape).clone()
@@ -294,3 +277,41 @@ def _bounds(support: object, shape: torch.Size, like: Tensor) -> tuple[Tensor, T
     if not bool((low < high).all()):
         raise ValueError("support must have low < high in every element")
     return low, high
+
+
+_SUPPORTS = (
+    "(low, high) or a constraint: an interval or half-line (as BoxUniform(...).support or "
+    "LogNormal's), independent(...) of one, or sbi's MultipleIndependent(...).support, a "
+    "constraints.cat of them"
+)
+
+
+def _constraint_bounds(support: constraints.Constraint) -> tuple[Any, Any]:
+    """The bounds of a constraint, along the features when it concatenates several."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if isinstance(support, constraints.cat):
+        parts = list(zip(map(_constraint_bounds, support.cseq), support.lengths, strict=True))
+        low = torch.cat([_repeated(low, n) for (low, _), n in parts])
+        high = torch.cat([_repeated(high, n) for (_, high), n in parts])
+        return low, high
+    if hasattr(support, "lower_bound") and hasattr(support, "upper_bound"):
+        # An interval's bounds as they are, tensors of any shape, to broadcast to the input's.
+        return support.lower_bound, support.upper_bound
+    try:
+        return normalize_support(support, name="support")
+    except TypeError:
+        raise ValueError(f"support must be {_SUPPORTS}, got {support!r}") from None
+
+
+def _repeated(bound: Any, length: int) -> Tensor:
+    """A part's bounds of a concatenation, one per feature it covers: ``(length,)``."""
+    bound = torch.as_tensor(bound, dtype=torch.float64).detach().cpu().flatten()
+    if bound.numel() == 1:
+        return bound.expand(length)
+    if bound.numel() != length:
+        raise ValueError(
+            f"support: a part of the concatenation has {bound.numel()} bounds for {length} "
+            "features"
+        )
+    return bound

@@ -21,11 +21,14 @@ __all__ = ["FlowEstimator", "Standardize"]
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Size, Tensor, nn
+from torch.distributions import Distribution
 
 from flows.core.lazy import LazyDistribution
+from flows.core.support import Support
 from sbi.neural_nets.estimators.base import ConditionalDensityEstimator
 
 
@@ -58,6 +61,14 @@ class Standardize(nn.Module):
         self.register_buffer("_rscale", 1 / self.scale, persistent=False)
         self.register_buffer("_bias", -self.shift / self.scale, persistent=False)
 
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        # The fused coefficients are not saved: derived from the loaded shift and scale, not
+        # kept from the batch this module was built from.
+        with torch.no_grad():
+            self._rscale.copy_(1 / self.scale)
+            self._bias.copy_(-self.shift / self.scale)
+
     def forward(self, x: Tensor) -> Tensor:
         return torch.addcmul(self._bias, x, self._rscale)
 
@@ -81,9 +92,12 @@ class FlowEstimator(ConditionalDensityEstimator):
         input_shift: The shift :math:`m` of the input's standardization, of
             ``input_shape`` or broadcastable to it; ``None`` is 0.
         input_scale: Its scale :math:`s`, positive; ``None`` is 1.
-        bounds: ``(low, high)`` of the input, in its original units, when the flow's support
-            is bounded; samples are clamped into it, so that rounding in the standardization
-            never puts one outside.
+        bounds: ``(low, high)`` of the input's support, in its original units (``-inf`` or
+            ``inf`` for an open side), or ``None`` for none. Every distribution of ``net`` is
+            then restricted to the standardized support,
+            :math:`((\text{low} - m) / s, (\text{high} - m) / s)`
+            (:func:`flows.core.support.restrict`), and samples are clamped into the support,
+            so that rounding in the standardization never puts one outside.
 
     Example:
         >>> from flows.core import MAF
@@ -100,6 +114,9 @@ class FlowEstimator(ConditionalDensityEstimator):
     _input_shift: Tensor
     _input_scale: Tensor
     _log_scale: Tensor
+    _low: Tensor
+    _high: Tensor
+    _support: Support
 
     def __init__(
         self,
@@ -131,6 +148,15 @@ class FlowEstimator(ConditionalDensityEstimator):
             low, high = (b.detach().broadcast_to(shape).clone() for b in bounds)
             self.register_buffer("_low", low)
             self.register_buffer("_high", high)
+            # The support in the flow's (standardized) units, owned here rather than by the
+            # flow, so that loading a state_dict recomputes it from the loaded statistics.
+            std_low, std_high = self._standardized_bounds()
+            self._support = Support(std_low.tolist(), std_high.tolist()).to(
+                device=shift.device, dtype=shift.dtype
+            )
+            # Support rounds the floats to the default dtype; the exact values of float64
+            # statistics are copied in, as a load does.
+            self._refresh_support()
 
     @property
     def embedding_net(self) -> nn.Module:
@@ -139,6 +165,31 @@ class FlowEstimator(ConditionalDensityEstimator):
 
     def _features(self) -> int:
         return math.prod(self.input_shape)
+
+    def _standardized_bounds(self) -> tuple[Tensor, Tensor]:
+        """The support's bounds in the flow's units, flattened to its features."""
+        return (
+            ((self._low - self._input_shift) / self._input_scale).flatten(),
+            ((self._high - self._input_shift) / self._input_scale).flatten(),
+        )
+
+    def _refresh_support(self) -> None:
+        low, high = self._standardized_bounds()
+        with torch.no_grad():
+            self._support.low.copy_(low)
+            self._support.high.copy_(high)
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        if self._bounded:
+            # The support's buffers are not saved (they are derived): recomputed from the
+            # loaded statistics and bounds, not kept from the batch this was built from.
+            self._refresh_support()
+
+    def _distribution(self, context: Tensor) -> Distribution:
+        """The flow's distribution for ``context``, restricted to the support when bounded."""
+        distribution = self.net(context)
+        return self._support(distribution) if self._bounded else distribution
 
     def _embed(self, condition: Tensor) -> Tensor:
         """The flow's context for a ``(*batch, *condition_shape)`` condition: ``(*batch, E)``."""
@@ -206,7 +257,7 @@ class FlowEstimator(ConditionalDensityEstimator):
         # batch dimensions cost them.
         z = self._to_flow(input).reshape(-1, self._features())
         context = context.reshape(z.shape[0], -1)
-        return (self.net(context).log_prob(z) - self._log_scale).reshape(batch)
+        return (self._distribution(context).log_prob(z) - self._log_scale).reshape(batch)
 
     def loss(self, input: Tensor, condition: Tensor, **kwargs: object) -> Tensor:
         """The negative log-density of each ``(batch, *input_shape)`` input, ``(batch,)``."""
@@ -219,14 +270,14 @@ class FlowEstimator(ConditionalDensityEstimator):
             sample_shape: The leading shape of the samples.
             condition: ``(batch, *condition_shape)``.
         """
-        dist = self.net(self._embed(condition))
+        dist = self._distribution(self._embed(condition))
         return self._from_flow(dist.sample(Size(sample_shape)))
 
     def sample_and_log_prob(
         self, sample_shape: Sequence[int], condition: Tensor, **kwargs: object
     ) -> tuple[Tensor, Tensor]:
         """Samples as :meth:`sample` and their log-densities, ``(*sample_shape, batch)``."""
-        dist = self.net(self._embed(condition))
+        dist = self._distribution(self._embed(condition))
         paired = getattr(dist, "rsample_and_log_prob", None)
         if paired is not None:
             z, log_p = paired(Size(sample_shape))
