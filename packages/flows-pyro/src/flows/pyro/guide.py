@@ -201,8 +201,7 @@ class FlowGuide(AutoContinuous):
 
     def _setup_flow(self) -> None:
         if self._constructor is None:
-            assert self.flow is not None
-            features = self.flow().event_shape
+            features = self._built_flow()().event_shape
             if features != (self.latent_dim,):
                 raise ValueError(
                     f"flow must have {self.latent_dim} features, the size of the model's "
@@ -228,21 +227,31 @@ class FlowGuide(AutoContinuous):
         r"""The flow over the unconstrained latent vector, :math:`q_\phi(u)`."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        assert self.flow is not None
-        return FlowPosterior(self.flow())
+        return FlowPosterior(self._built_flow()())
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         """Sample every latent site of the model (Pyro calls this as the guide)."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        assert self.flow is not None  # built by _setup_prototype
-        if not pyro.settings.get("module_local_params"):
+        if pyro.settings.get("module_local_params"):
+            # Module-local parameters: Pyro's attribute hook applies its handlers once.
+            getattr(self, "flow")  # noqa: B009
+        else:
             # Values already in Pyro's parameter store under the flow's names (a loaded store,
             # an earlier guide's) replace the flow's own, as they do for Pyro's PyroParams:
             # else SVI's optimizer would step the stored tensors while the flow samples with
             # its own. Here, inside the guide's call, Pyro knows the guide's full name.
-            pyro.module(self._pyro_get_fullname("flow"), self.flow, update_module_params=True)
+            flow = self._built_flow()
+            pyro.module(self._pyro_get_fullname("flow"), flow, update_module_params=True)
         return super().forward(*args, **kwargs)
+
+    def _built_flow(self) -> LazyDistribution:
+        # Read past PyroModule's attribute hook, which registers the module in Pyro's parameter
+        # store on every read (a fraction of a millisecond for a small IAF): forward registers
+        # it once per call.
+        flow = self._modules.get("flow")
+        assert isinstance(flow, LazyDistribution)  # built by _setup_prototype
+        return flow
 
     @torch.no_grad()
     def quantiles(
