@@ -221,8 +221,9 @@ def test_names_choose_the_weights_and_are_checked(device):
         BayesianFlow(flow, names=["nope.weight"])
     with pytest.raises(ValueError, match="names must name each parameter once"):
         BayesianFlow(flow, names=[every[0], every[0]])
-    with pytest.raises(TypeError, match="names must be a sequence of dotted parameter names"):
-        BayesianFlow(flow, names=every[0])
+    for bad in (every[0], 3, [every[0], 3]):
+        with pytest.raises(TypeError, match="names must be a sequence of dotted parameter name"):
+            BayesianFlow(flow, names=bad)
 
 
 def test_a_flow_that_drew_weights_can_be_copied(dtype, device):

@@ -328,7 +328,11 @@ def _linear_parameter_names(flow: nn.Module, chosen: Callable[[nn.Module], bool]
 
 def _checked_names(flow: nn.Module, names: Sequence[str]) -> list[str]:
     """``names`` as a list, each once and each a floating-point parameter of ``flow``."""
-    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+    if (
+        isinstance(names, str)
+        or not isinstance(names, Sequence)
+        or not all(isinstance(name, str) for name in names)
+    ):
         raise TypeError(f"names must be a sequence of dotted parameter names, got {names!r}")
     names = list(names)
     if not names:
