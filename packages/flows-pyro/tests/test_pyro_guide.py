@@ -177,6 +177,24 @@ def test_the_guide_samples_with_the_values_of_pyros_parameter_store(tmp_path, dt
     assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
 
 
+def test_a_guide_of_another_flow_replaces_the_stored_values_that_do_not_fit(dtype, device):
+    # A notebook re-runs its guide cell with other arguments, the store left as it was.
+    model = _model(dtype, device)
+    first = FlowGuide(model, "iaf", transforms=1, hidden_features=(8,))
+    SVI(model, first, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO()).step()
+    second = FlowGuide(model, "iaf", transforms=2, hidden_features=(4,))
+    svi = SVI(model, second, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    svi.step()
+    before = [p.detach().clone() for p in second.flow.parameters()]
+    svi.step()
+    after = list(second.flow.parameters())
+    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    store = dict(pyro.get_param_store().items())
+    own = {f"FlowGuide.flow$$${name}": p for name, p in second.flow.named_parameters()}
+    assert store.keys() == own.keys()
+    assert all(store[key] is own[key] for key in own)
+
+
 def test_guide_refuses_bad_flows(dtype, device):
     model = _model(dtype, device)
     with pytest.raises(

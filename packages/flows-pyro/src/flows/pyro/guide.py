@@ -39,6 +39,7 @@ from flows.core.validation import check_count
 from pyro.distributions import TorchDistribution, constraints
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_feasible
+from pyro.params import param_with_module_name
 
 
 class FlowPosterior(TorchDistribution):
@@ -110,6 +111,22 @@ class FlowPosterior(TorchDistribution):
         return self.base.log_prob(value)
 
 
+def _drop_misfits(name: str, flow: torch.nn.Module) -> None:
+    """Drop the values Pyro's store holds under ``name`` unless they fit ``flow``'s parameters.
+
+    A guide of another flow under the same name (re-run with other arguments, in a notebook)
+    left them: adopted, they would break the flow, so the flow's own values replace them.
+    """
+    store = pyro.get_param_store()
+    prefix = param_with_module_name(name, "")
+    stored = {key: value for key, value in store.items() if key.startswith(prefix)}
+    own = {param_with_module_name(name, key): p for key, p in flow.named_parameters()}
+    fits = stored.keys() == own.keys() and all(stored[key].shape == own[key].shape for key in own)
+    if stored and not fits:
+        for key in stored:
+            del store[key]
+
+
 class FlowGuide(AutoContinuous):
     r"""A Pyro guide whose posterior over the model's latent sites is a normalizing flow.
 
@@ -118,8 +135,9 @@ class FlowGuide(AutoContinuous):
     Each call then draws one vector from the flow, cuts it into the sites, maps each piece to
     its site's support with ``biject_to(site.support)`` and samples the site at that value, its
     log-density corrected by the bijection's log-determinant (as in the module's formula). The
-    flow's parameters live in Pyro's parameter store: values stored under their names (say, a
-    store saved after training and loaded) are the ones the guide uses. Use
+    flow's parameters live in Pyro's parameter store: values stored under their names that fit
+    the flow (a store saved after training and loaded) are the ones the guide uses, and values
+    that do not (left by a guide of another flow) are replaced by the flow's. Use
     it wherever Pyro takes a guide: ``pyro.infer.SVI`` (with any ELBO, vectorized particles
     included), ``pyro.infer.Predictive``, an ``AutoGuideList``.
 
@@ -182,6 +200,8 @@ class FlowGuide(AutoContinuous):
         super().__init__(model, init_loc_fn=init_loc_fn)
         self.quantile_samples = quantile_samples
         self._flow_kwargs = kwargs
+        # Whether the store's values under the flow's names were checked against the flow.
+        self._store_checked = False
         if isinstance(flow, LazyDistribution):
             self.flow: LazyDistribution | None = flow
             self._constructor: str | Callable[..., LazyDistribution] | None = None
@@ -193,6 +213,7 @@ class FlowGuide(AutoContinuous):
         try:
             super()._setup_prototype(*args, **kwargs)
             self._setup_flow()
+            self._store_checked = False
         except BaseException:
             # Unset (Pyro sets it before its own checks), so the next call inspects the model
             # again and raises the same error again.
@@ -238,11 +259,15 @@ class FlowGuide(AutoContinuous):
             getattr(self, "flow")  # noqa: B009
         else:
             # Values already in Pyro's parameter store under the flow's names (a loaded store,
-            # an earlier guide's) replace the flow's own, as they do for Pyro's PyroParams:
-            # else SVI's optimizer would step the stored tensors while the flow samples with
-            # its own. Here, inside the guide's call, Pyro knows the guide's full name.
-            flow = self._built_flow()
-            pyro.module(self._pyro_get_fullname("flow"), flow, update_module_params=True)
+            # an earlier guide's of the same flow) replace the flow's own, as they do for
+            # Pyro's PyroParams: else SVI's optimizer would step the stored tensors while the
+            # flow samples with its own. Here, inside the guide's call, Pyro knows the guide's
+            # full name.
+            name, flow = self._pyro_get_fullname("flow"), self._built_flow()
+            if not self._store_checked:
+                _drop_misfits(name, flow)
+                self._store_checked = True
+            pyro.module(name, flow, update_module_params=True)
         return super().forward(*args, **kwargs)
 
     def _built_flow(self) -> LazyDistribution:
