@@ -231,3 +231,28 @@ def test_compiled_sampler_without_a_compiler_warns_and_samples_eagerly(
     expected = flow().sample((4,))
     torch.manual_seed(1)
     assert torch.equal(sample(None, (4,)), expected)
+
+
+def test_a_support_survives_graphs_compiled_for_a_flow_without_one(
+    dtype: torch.dtype, device: torch.device
+) -> None:
+    # One compiled function serves every flow of a class, and the support is a forward hook:
+    # a graph traced for the plain MAF must not be replayed for the bounded one.
+    torch.manual_seed(0)
+    plain = MAF(2, transforms=1, hidden_features=(8,)).to(dtype=dtype, device=device)
+    bounded = MAF(2, transforms=1, hidden_features=(8,), support=(0.0, 1.0))
+    bounded = bounded.to(dtype=dtype, device=device)
+    compile_sampler(plain, TRACED)(None, (10,))
+    draws = compile_sampler(bounded, TRACED)(None, (500,))
+    assert bool(((draws > 0) & (draws < 1)).all())
+
+    x = 0.01 + 0.98 * torch.rand(40, 2, dtype=dtype, device=device)
+    fit(plain, torch.randn(40, 2, dtype=dtype, device=device), steps=2, compile=TRACED, seed=0)
+    twin = MAF(2, transforms=1, hidden_features=(8,), support=(0.0, 1.0))
+    twin = twin.to(dtype=dtype, device=device)
+    twin.load_state_dict(bounded.state_dict())
+    traced = fit(bounded, x, steps=3, patience=None, compile=TRACED, seed=0)
+    eager = fit(twin, x, steps=3, patience=None, seed=0)
+    tol = tolerance(dtype)
+    assert traced.train_nll == pytest.approx(eager.train_nll, rel=tol, abs=tol)
+    assert traced.val_nll == pytest.approx(eager.val_nll, rel=tol, abs=tol)

@@ -126,10 +126,23 @@ class Objective:
         with context:
             if self.compiled is not None:
                 try:
-                    return self.compiled(flow, x, c)
+                    with guarding_hooks():
+                        return self.compiled(flow, x, c)
                 except self.errors as error:
                     self.fall_back(error)
             return self.loss(flow, x, c)
+
+
+def guarding_hooks() -> contextlib.AbstractContextManager[Any]:
+    """Compile with guards on modules' hooks, which torch leaves out by default.
+
+    A preset's ``support=`` restricts its distributions by a forward hook, and one compiled
+    function serves every flow of a class: without these guards, a graph traced for a flow
+    without a support is replayed for one with it, and the support is silently dropped.
+    """
+    import torch._dynamo
+
+    return torch._dynamo.config.patch(skip_nnmodule_hook_guards=False)
 
 
 def warn_eager(reason: str | BaseException, what: str) -> None:
@@ -190,7 +203,8 @@ def compile_sampler(
         import torch._dynamo.exc
 
         try:
-            samples = chosen[0](c, shape)
+            with guarding_hooks():
+                samples = chosen[0](c, shape)
             return samples.clone() if graphs else samples
         except torch._dynamo.exc.TorchDynamoException as error:
             warn_eager(error, "sampling")
