@@ -59,6 +59,23 @@ def test_random_orders_survive_the_round_trip(tmp_path: Path, dtype):
     torch.testing.assert_close(again.to(dtype)().log_prob(x), flow().log_prob(x))
 
 
+@pytest.mark.parametrize("support", [None, (0.0, 1.0)])
+def test_a_flow_comes_back_in_its_own_dtype(tmp_path: Path, dtype, support):
+    # Rebuilt in the default dtype, a float64 flow's weights were rounded on loading.
+    torch.manual_seed(3)
+    flow = MAF(features=2, transforms=1, support=support).to(dtype)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save(flow, tmp_path / "flow.pt")
+    again, _ = load(tmp_path / "flow.pt")
+    assert {p.dtype for p in again.parameters()} == {dtype}
+    for key, value in flow.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+    x = 0.05 + 0.9 * torch.rand(8, 2, dtype=dtype)
+    assert torch.equal(again().log_prob(x), flow().log_prob(x))
+
+
 def test_save_replaces_the_file_whole_and_leaves_no_temporary(tmp_path: Path):
     path = tmp_path / "flow.pt"
     save(MAF(features=2, transforms=1), path, extra={"run": 1})

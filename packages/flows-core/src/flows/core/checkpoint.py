@@ -583,6 +583,10 @@ def _rebuild(
     for key, tensor in state.items():
         if (tensor.is_floating_point() or tensor.is_complex()) and bool(tensor.isnan().any()):
             raise _error(f"{where} has weights {_quote(key)} holding NaN")
+    # Built in the default dtype, the flow would cast a float64 flow's weights on loading.
+    dtypes = {tensor.dtype for tensor in state.values() if tensor.is_floating_point()}
+    if len(dtypes) == 1:
+        flow = flow.to(dtype=dtypes.pop())
     try:
         flow.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError) as error:
