@@ -246,6 +246,20 @@ def test_fit_refuses_rows_that_do_not_fit_the_preset(device):
     assert fit(MAF(2, context=3).to(device), x, torch.randn(40, 3, device=device), steps=1)
 
 
+def test_fit_refuses_rows_outside_the_preset_s_support(device):
+    # The density is 0 there: the loss would be infinite, reported as a diverged fit.
+    from flows.core import MAF
+
+    x = torch.rand(40, 2, device=device) + 0.01
+    x[[7, 9], 1] = torch.tensor([0.0, -2.0], device=device)  # on the bound, and beyond
+    flow = MAF(2, support=(0.0, float("inf"))).to(device)
+    with pytest.raises(
+        ValueError, match=r"x has 2 of 40 rows outside the support \(0.0, inf\) of the flow MAF"
+    ):
+        fit(flow, x, steps=1)
+    assert fit(flow, x.abs() + 0.01, steps=1, validation=0.0)
+
+
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys

@@ -186,15 +186,16 @@ def as_rows(
 
 
 def check_rows_fit_flow(flow: nn.Module, x: Tensor | None, context: Tensor | None) -> None:
-    """Refuse rows whose width differs from the one a preset records, or an ignored context.
+    """Refuse rows that do not fit a preset: another width, outside its support, or a context.
 
-    A preset records ``features`` and ``context`` in ``flow.arguments``; an unconditional flow
-    would silently ignore a context given to it. Other flows are not checked here.
+    A preset records ``features``, ``context`` and ``support`` in ``flow.arguments``; an
+    unconditional flow would silently ignore a context given to it, and a row outside the
+    support would make the loss infinite. Other flows are not checked here.
 
     Raises:
-        ValueError: ``x`` has another number of features than ``arguments["features"]``, or
-            ``context`` another than ``arguments["context"]``, or is given to a flow of
-            ``context=0``.
+        ValueError: ``x`` has another number of features than ``arguments["features"]``,
+            rows outside ``arguments["support"]``, or ``context`` another number of features
+            than ``arguments["context"]``, or is given to a flow of ``context=0``.
     """
     arguments = getattr(flow, "arguments", None)
     if not isinstance(arguments, Mapping):
@@ -206,6 +207,9 @@ def check_rows_fit_flow(flow: nn.Module, x: Tensor | None, context: Tensor | Non
             f"x has {x.shape[1]} features (columns) but the flow {name} was built for "
             f"features={features}"
         )
+    support = arguments.get("support")
+    if x is not None and support is not None and x.ndim == 2:
+        _check_inside(x, support, name)
     expected = arguments.get("context")
     if not isinstance(expected, int) or isinstance(expected, bool) or context is None:
         return
@@ -218,6 +222,20 @@ def check_rows_fit_flow(flow: nn.Module, x: Tensor | None, context: Tensor | Non
         raise ValueError(
             f"context has {context.shape[1]} features (columns) but the flow {name} was built "
             f"for context={expected}"
+        )
+
+
+def _check_inside(x: Tensor, support: tuple[Any, Any], name: str) -> None:
+    """Refuse rows on or beyond the bounds of a preset's (open) support: their density is 0."""
+    low, high = (torch.as_tensor(bound, dtype=x.dtype, device=x.device) for bound in support)
+    outside = ((x <= low) | (x >= high)).any(dim=1)
+    if bool(outside.any()):
+        rows = outside.nonzero().flatten()
+        first = int(rows[0])
+        raise ValueError(
+            f"x has {len(rows)} of {x.shape[0]} rows outside the support {tuple(support)} of "
+            f"the flow {name}, where its density is 0 (the first, row {first}: "
+            f"{x[first].tolist()}): give the flow a support that holds the data, or drop them"
         )
 
 
