@@ -188,6 +188,17 @@ def test_a_flow_that_branches_on_its_data_is_refused_naming_the_place(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("what", ["log_prob", "sample"])
+def test_a_flow_whose_own_values_are_nan_is_refused(what, tmp_path, device):
+    # NaN matches NaN: the check passed a broken flow as a faithful export.
+    flow = MAF(2, transforms=1).to(device)
+    with torch.no_grad():
+        next(flow.parameters()).fill_(float("inf"))
+    with pytest.raises(ExportError, match=rf"the flow's own {what} is NaN at \d+ of the"):
+        export(flow, tmp_path / "f.pt2", what=what)
+    assert list(tmp_path.iterdir()) == []
+
+
 class _Uniform(LazyDistribution):
     def __init__(self) -> None:
         super().__init__()

@@ -264,6 +264,12 @@ def _check(function: ExportFunction, model: Callable[..., Tensor], probes: int) 
     inputs = reference.probe_inputs(probes)
     with torch.no_grad():
         expected = reference(*inputs)
+    if bool(expected.isnan().any()):
+        # NaN would match NaN, and a broken flow would pass for a faithful export.
+        raise ExportError(
+            f"the flow's own {function.what} is NaN at {int(expected.isnan().sum())} of the "
+            f"{expected.numel()} values of the check's probes: its weights are broken"
+        )
     error = _max_error(expected, model(*inputs))
     # One row too: a batch of one is where broadcasting mistakes show.
     single = tuple(t[:1] for t in inputs)
