@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -40,6 +41,51 @@ def test_uniform_dequantization_stays_in_each_level_cell(dtype, device):
     assert torch.equal(log_q, torch.zeros_like(log_q))
     assert bool(((x * 17 >= k) & (x * 17 < k + 1)).all())
     assert torch.equal(quantize(x, 17), k)
+
+
+def _in_cells(x: torch.Tensor, k: torch.Tensor, levels: int) -> bool:
+    k = k.to(x.dtype)
+    return bool(((x >= k / levels) & (x < (k + 1) / levels) & (x < 1)).all())
+
+
+def test_uniform_dequantization_stays_below_the_next_level_when_u_rounds_up(
+    dtype, device, monkeypatch
+):
+    # u = the largest float below 1, a draw torch.rand can return: k + u rounds up to k + 1,
+    # and x was the next level's value, exactly 1 at the top level, outside [0, 1) (whose
+    # logit is infinite). In float32 at 256 levels, 29 of 1.3M draws of the top level did.
+    one = torch.ones((), dtype=dtype, device=device)
+    below_one = torch.nextafter(one, torch.zeros_like(one))
+    monkeypatch.setattr(
+        torch, "rand", lambda *args, **kwargs: below_one * torch.ones(*args, **kwargs)
+    )
+    k = torch.arange(256, device=device).view(1, 1, 16, 16)  # every level once
+    x, _ = UniformDequantization(256)(k.to(dtype))
+    assert x.dtype == dtype and _in_cells(x, k, 256)
+
+
+class _SaturatedNoise(torch.nn.Module):
+    """A q(v | k) drawing v = 40, where the sigmoid is 1 in floating point: u = 1."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        # VariationalDequantization reads its dtype from an image flow's buffer `zero`.
+        self.register_buffer("zero", torch.zeros((), dtype=dtype, device=device))
+
+    def forward(self, context: torch.Tensor) -> SimpleNamespace:
+        v = torch.full_like(context, 40.0)
+        log_q = v.new_zeros(context.shape[:-3])
+        return SimpleNamespace(rsample_and_log_prob=lambda: (v, log_q))
+
+
+def test_variational_dequantization_stays_below_the_next_level_when_u_saturates(dtype, device):
+    # A learned q can draw v far out, where sigmoid(v) rounds to 1: x was then (k + 1) / K,
+    # exactly 1 at the top level.
+    deq = VariationalDequantization(4, (1, 2, 2), flow=_SaturatedNoise(dtype, device))
+    k = torch.arange(4, device=device).view(1, 1, 2, 2)
+    x, log_q = deq(k)
+    assert x.dtype == dtype and _in_cells(x, k, 4)
+    assert bool(torch.isfinite(log_q).all())
 
 
 def test_variational_dequantization_noise_density_and_gradient(dtype, device):

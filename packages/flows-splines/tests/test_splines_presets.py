@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from flows.core import MAF
 from flows.core.plugins import get_preset, list_presets
 from flows.splines import BPF, NAF, NCSF, NSF, SOSPF, UNAF
 
@@ -43,6 +44,46 @@ def test_preset_shapes_and_log_prob_of_samples(name, dtype, device):
     cs = torch.randn(5, 2, dtype=dtype, device=device)
     assert flow(cs).sample().shape == (5, 3)
     assert flow(cs).log_prob(torch.randn(5, 3, dtype=dtype, device=device)).shape == (5,)
+
+
+def _elementwise_umnn(**kw):
+    from flows.core import ElementWiseTransform, Flow
+    from flows.core.presets.maf import standard_normal_base
+
+    transform = ElementWiseTransform(3, kw["context"], univariate="umnn", **SMALL)
+    return Flow([transform], standard_normal_base(3))
+
+
+# The flows whose univariate is differentiated by autograd (NAF) or integrated by quadrature
+# (UNAF, "umnn"), where an x broadcast against a batch of contexts once went wrong.
+BROADCAST = {
+    "naf": PRESETS["naf"],
+    "unaf": PRESETS["unaf"],
+    "maf-umnn": lambda **kw: MAF(transforms=2, univariate="umnn", **SMALL, **kw),
+    "elementwise-umnn": _elementwise_umnn,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROADCAST))
+def test_one_point_under_a_batch_of_contexts_gets_each_contexts_density(name, dtype, device):
+    # One observation scored under many contexts (e.g. a likelihood over a batch of
+    # parameters) must give, row by row, the density under that row's context. NAF summed
+    # f'(x) over the contexts (off by log 4 per feature); UNAF and "umnn" raised.
+    torch.manual_seed(0)
+    flow = _move(BROADCAST[name](features=3, context=2), dtype, device)
+    with torch.no_grad():
+        # Away from the initialization, so that each context gives its own density.
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    c = torch.randn(4, 2, dtype=dtype, device=device)
+    x = 0.5 * torch.randn(3, dtype=dtype, device=device)
+    one_by_one = torch.stack([flow(ci).log_prob(x) for ci in c])
+    assert one_by_one.unique().numel() == 4
+    torch.testing.assert_close(flow(c).log_prob(x), one_by_one)
+    # A point per context, as before.
+    xs = 0.5 * torch.randn(4, 3, dtype=dtype, device=device)
+    one_by_one = torch.stack([flow(ci).log_prob(xi) for ci, xi in zip(c, xs, strict=True)])
+    torch.testing.assert_close(flow(c).log_prob(xs), one_by_one)
 
 
 @pytest.mark.parametrize("gradients", [True, False], ids=["grad", "no_grad"])

@@ -208,6 +208,22 @@ def test_monotonic_derivative_ignores_parameters_that_depend_on_x():
     torch.testing.assert_close(ladj, torch.full_like(x, math.log(2.0)))
 
 
+def test_monotonic_transforms_broadcast_x_against_batched_parameters(dtype, device):
+    # f(x) = x + x^3 w / 3 + C, f'(x) = 1 + x^2 w: parameters for 4 contexts and 3 features,
+    # one x of 3 features. Each element gets its own derivative, not their sum over contexts.
+    w = torch.rand(4, 3, dtype=dtype, device=device)
+    C = torch.randn(4, 3, dtype=dtype, device=device)
+    x = torch.randn(3, dtype=dtype, device=device)
+    expected_y, expected_ladj = x + x**3 * w / 3 + C, torch.log1p(x**2 * w)
+    monotonic = MonotonicTransform(lambda v: v + v**3 * w / 3 + C, (w, C))
+    unconstrained = UnconstrainedMonotonicTransform(lambda v: 1 + v**2 * w, C, (w,), nodes=4)
+    for t in (monotonic, unconstrained):
+        y, ladj = t.call_and_ladj(x)
+        torch.testing.assert_close(y, expected_y)
+        torch.testing.assert_close(ladj, expected_ladj)
+        torch.testing.assert_close(t.inv(y), x.expand(4, 3), atol=1e-5, rtol=1e-5)
+
+
 def test_unconstrained_monotonic_integral_inverse_and_gradients():
     def make(w, c):
         return UnconstrainedMonotonicTransform(

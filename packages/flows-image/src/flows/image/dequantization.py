@@ -2,7 +2,7 @@ r"""From discrete images to densities: dequantization and bits per dimension.
 
 An image of :math:`D` values on :math:`K` levels, :math:`k \in \{0, \dots, K - 1\}^D`, has a
 probability, not a density. A flow models the continuous
-:math:`x = (k + u) / K \in [0, 1]^D`, with noise :math:`u \in [0, 1)^D` drawn from
+:math:`x = (k + u) / K \in [0, 1)^D`, with noise :math:`u \in [0, 1)^D` drawn from
 :math:`q(u | k)`; then (Theis et al., 2016; Ho et al., 2019)
 
 .. math:: \log P(k) \geq \mathbb{E}_{q(u | k)} \left[ \log p(x) - D \log K - \log q(u | k)
@@ -79,6 +79,18 @@ def quantize(x: Tensor, levels: int) -> Tensor:
     return (x * levels).floor().clamp(0, levels - 1).long()
 
 
+def _dequantize(k: Tensor, u: Tensor, levels: int) -> Tensor:
+    r""":math:`x = (k + u) / K`, kept strictly below :math:`(k + 1) / K`, in the level's cell.
+
+    For :math:`u` within rounding of 1 (a uniform draw near 1, a saturated sigmoid), ``k + u``
+    and the division round up onto :math:`(k + 1) / K`: the next level's value, and 1 at the
+    top level, outside :math:`[0, 1)`. Such values go to the float just below.
+    """
+    x = (k + u) / levels
+    upper = torch.nextafter((k + 1) / levels, x.new_zeros(()))
+    return torch.minimum(x, upper)
+
+
 class Dequantization(nn.Module):
     r"""Base of dequantizers: ``forward(k, c)`` returns :math:`x = (k + u) / K` and
     :math:`\log q(u | k)`, shape :math:`(*)`.
@@ -108,7 +120,7 @@ class UniformDequantization(Dequantization):
     def forward(self, k: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
         dtype = k.dtype if k.is_floating_point() else torch.get_default_dtype()
         u = torch.rand(k.shape, dtype=dtype, device=k.device)
-        return (k.to(dtype) + u) / self.levels, u.new_zeros(k.shape[:-3])
+        return _dequantize(k.to(dtype), u, self.levels), u.new_zeros(k.shape[:-3])
 
 
 class VariationalDequantization(Dequantization):
@@ -163,4 +175,4 @@ class VariationalDequantization(Dequantization):
         log_q = log_q - (nn.functional.logsigmoid(v) + nn.functional.logsigmoid(-v)).sum(
             dim=(-3, -2, -1)
         )
-        return (k.to(dtype) + u) / self.levels, log_q
+        return _dequantize(k.to(dtype), u, self.levels), log_q

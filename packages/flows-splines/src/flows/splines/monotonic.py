@@ -17,7 +17,8 @@ def value_and_derivative(f: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tens
     r"""Evaluate an element-wise function and its derivative :math:`f'(x)` by autograd.
 
     The derivative stays differentiable (with respect to ``x`` and to whatever ``f`` depends
-    on) when gradients are enabled.
+    on) when gradients are enabled. Where ``f`` broadcasts ``x`` against a larger batch of
+    parameters, both have the shape of that batch: one derivative per element.
     """
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
@@ -25,6 +26,12 @@ def value_and_derivative(f: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tens
         # conditioning) must not leak into the element-wise derivative.
         x_ = x.clone() if x.requires_grad and create_graph else x.detach().requires_grad_()
         y = f(x_)
+        if y.shape != x_.shape:
+            # f broadcast x against a larger batch of parameters (one x under a batch of
+            # contexts): the gradient in x would sum f' over the copies. Evaluate again on x
+            # expanded to that batch, whose elements each get their own derivative.
+            x_ = x_.expand(y.shape)
+            y = f(x_)
         (dydx,) = torch.autograd.grad(y, x_, torch.ones_like(y), create_graph=create_graph)
     if not create_graph:
         y, dydx = y.detach(), dydx.detach()

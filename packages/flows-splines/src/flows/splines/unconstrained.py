@@ -115,7 +115,8 @@ class UnconstrainedMonotonicTransform(UnivariateTransform):
 
     Arguments:
         g: A positive element-wise function (e.g. a network followed by a softplus).
-        C: The integration constant :math:`C`.
+        C: The integration constant :math:`C`, with the batch shape of the parameters of
+            :math:`g`, against which inputs are broadcast.
         phi: The tensors ``g`` depends on, that receive gradients.
         bound: The half-width :math:`B` of the search interval of the inverse.
         eps: The tolerance of the inverse on :math:`x`.
@@ -159,6 +160,11 @@ class UnconstrainedMonotonicTransform(UnivariateTransform):
         self.nodes = nodes
 
     def _f(self, x: Tensor) -> Tensor:
+        batch = torch.broadcast_shapes(x.shape, self.C.shape)
+        if x.shape != batch:
+            # One x under a larger batch of parameters (a batch of contexts): the quadrature
+            # puts its nodes in front of x, where they would meet the batch's dimensions.
+            x = x.expand(batch)
         return integrate(self.g, x, self.phi[1:], self.nodes) + self.C
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
