@@ -140,3 +140,97 @@ def test_constant_column_is_refused_by_name(outputs, tmp_path, capsys):
     path = tmp_path / "d.csv"
     path.write_text("a,b\n1,5\n2,5\n3,5\n4,5\n")
     fails(["fit", str(path), *TINY], capsys, "column(s) b are constant")
+
+
+# Corrupt data files raise exceptions that are not ValueErrors (BadZipFile, EOFError,
+# csv.Error, PIL's DecompressionBombError): each must still be one line, no traceback.
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_empty_array_file_is_one_error_line(outputs, tmp_path, capsys, suffix):
+    path = tmp_path / f"d{suffix}"
+    path.write_bytes(b"")
+    fails(["fit", str(path), *TINY], capsys, f"{str(path)!r} is not a readable {suffix}")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_npz_is_one_error_line(outputs, tmp_path, capsys, damage):
+    path = tmp_path / "d.npz"
+    np.savez(path, a=np.random.default_rng(0).normal(size=(50, 2)))
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:300]
+    else:
+        data[200] ^= 0xFF
+    path.write_bytes(bytes(data))
+    fails(["fit", str(path), *TINY], capsys, f"{str(path)!r} is not a readable .npz archive")
+
+
+def test_csv_field_over_the_size_limit_is_one_error_line(outputs, tmp_path, capsys):
+    import csv
+
+    path = tmp_path / "d.csv"
+    # A stray quote makes the rest of the file one field, longer than csv's field limit.
+    limit = csv.field_size_limit()
+    path.write_text('x,y\n1,2\n3,"4\n' + "5,6\n" * (limit // 4 + 10))
+    line = fails(["fit", str(path), *TINY], capsys, f"{str(path)!r} line ")
+    assert "not valid CSV" in line and "field limit" in line
+
+
+def test_image_over_the_decompression_bomb_limit_is_one_error_line(
+    outputs, tmp_path, capsys, monkeypatch
+):
+    image = pytest.importorskip("PIL.Image")
+    pytest.importorskip("flows.image")
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    image.new("L", (8, 8)).save(folder / "a.png")
+    # Over twice the limit, PIL raises DecompressionBombError (not an OSError).
+    monkeypatch.setattr(image, "MAX_IMAGE_PIXELS", 16)
+    for data in (folder / "a.png", folder):
+        line = fails(["fit", str(data), "--epochs", "1"], capsys, "is not a readable image")
+        assert "decompression bomb" in line
+
+
+def test_an_unforeseen_exception_class_is_one_error_line(outputs, capsys, monkeypatch):
+    class Surprise(Exception):
+        pass
+
+    def explode(*args, **kwargs):
+        raise Surprise("something odd\nhappened")
+
+    monkeypatch.setattr("flows.cli.datasets.load_data", explode)
+    line = fails(["fit", "moons", *TINY], capsys, "Surprise: something odd happened")
+    assert line == "flows: error: Surprise: something odd happened"
+
+
+def test_force_never_replaces_an_image_of_a_data_folder(outputs, tmp_path, capsys):
+    image = pytest.importorskip("PIL.Image")
+    pytest.importorskip("flows.image")
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):  # enough to fit, so that the plot's path is checked
+        image.fromarray(rng.integers(0, 256, (8, 8)).astype(np.uint8)).save(folder / f"i{i}.png")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # The default --plot beside --out is pics/i0.png, one of the training images.
+    argv = ["fit", str(folder), "--epochs", "1", "--out", str(folder / "i0.pt"), "--force"]
+    line = fails(argv, capsys, "is the same file as DATA")
+    assert f"--plot {str(folder / 'i0.png')!r} (its default)" in line
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_header_naming_a_column_twice_is_refused(outputs, tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    path.write_text("x,x,y\n1,2,3\n4,5,7\n2,1,0\n")
+    line = fails(["fit", str(path), *TINY], capsys, "names column(s) 'x' more than once")
+    assert line.startswith(f"flows: error: {str(path)!r}: the header")
+
+
+def test_an_output_name_near_the_file_system_limit_is_written(tmp_path: Path, monkeypatch):
+    # 248 characters is a legal name; the staging folder's name (".NAME.XXXXXXXX.tmp") was
+    # not, and the fit failed only once it had trained.
+    monkeypatch.chdir(tmp_path)
+    name = "m" * 245 + ".pt"
+    assert main(["fit", "moons", *TINY, "--no-plot", "--out", name]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == [name]

@@ -243,3 +243,20 @@ def test_an_image_checkpoint_is_refused_with_the_reason(tmp_path: Path, capsys):
         )
         assert "(C, H, W) images on K levels" in line and "data statistics" not in line
     assert files(tmp_path) == before
+
+
+@pytest.mark.parametrize("what", ["log_prob", "sample"])
+def test_a_flow_with_broken_weights_is_refused_and_nothing_written(work: Path, capsys, what):
+    # The export's check counted NaN against NaN as a match: a flow whose weights hold inf was
+    # written and reported as matching.
+    from flows.core.checkpoint import load, save
+
+    checkpoint = load(work / "m.pt")
+    with torch.no_grad():
+        next(iter(checkpoint.flow.parameters())).fill_(float("inf"))
+    save(checkpoint.flow, work / "inf.pt", extra=checkpoint.extra)
+    before = files(work)
+    line = fails(["export", str(work / "inf.pt"), "--format", "pt2", "--what", what], capsys, "")
+    assert line.startswith(f"flows: error: the flow's own {what} is NaN at ")
+    assert line.endswith("of the check's probes: its weights are broken")
+    assert files(work) == before

@@ -130,3 +130,32 @@ def test_fit_without_matplotlib_notes_it_and_writes_no_png(tmp_path: Path, capsy
     captured = capsys.readouterr()
     assert "matplotlib is not installed" in captured.out + captured.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_fit_of_data_wider_than_a_double_notes_the_plot_and_succeeds(tmp_path: Path, capsys):
+    # high - low of the plot's range overflows; the checkpoint is already written by then, so
+    # the plot is a one-line note and the command succeeds (not exit 1 with the model left).
+    values = np.random.default_rng(0).normal(size=(200, 2))
+    values[:, 0] = np.sign(values[:, 0]) * 1.5e308
+    np.save(tmp_path / "d.npy", values)
+    fit(tmp_path, str(tmp_path / "d.npy"), "--epochs", "1")
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "warning" not in err
+    assert err.strip().splitlines()[-1] == (
+        "flows: note: the data span more than the largest float, so no plot was drawn"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "m.pt"]
+
+
+def test_a_folder_named_like_a_built_in_set_does_not_take_it_over(
+    tmp_path: Path, capsys, monkeypatch
+):
+    # As in `flows eval`, the name of a built-in set means that set; the folder `moons/` (an
+    # output folder, say) neither turns the fit into an image fit nor is read.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "moons").mkdir()
+    argv = ["fit", "moons", "--samples", "200", *TINY, "--epochs", "1", "--no-plot"]
+    assert main([*argv, "--out", "moons/m.pt"]) == 0
+    err = capsys.readouterr().err
+    assert "fitting maf" in err and "to moons: 200 rows x 2 features" in err
+    assert load(tmp_path / "moons" / "m.pt").extra["data"] == "moons"

@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -173,14 +175,28 @@ def _read_csv(path: Path) -> Table:
         first_line = file.readline()
         file.seek(0)
         delimiter = next((d for d in ",;\t" if d in first_line), ",")
-        lines = [
-            row for row in csv.reader(file, delimiter=delimiter) if any(f.strip() for f in row)
-        ]
+        reader = csv.reader(file, delimiter=delimiter)
+        try:
+            lines = [row for row in reader if any(f.strip() for f in row)]
+        except csv.Error as error:
+            # E.g. a stray quote whose "field" swallows the rest of the file past csv's field
+            # size limit: csv.Error is no ValueError, so it would escape as a traceback.
+            raise DataError(
+                f"{str(path)!r} line {reader.line_num} is not valid CSV: {error}"
+            ) from None
     if not lines:
         raise DataError(f"{str(path)!r} holds no rows")
     first = [field.strip() for field in lines[0]]
     header = not all(_is_number(field) or field == "" for field in first)
     names = first if header else [str(i) for i in range(len(first))]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        # Columns are chosen and recorded by name: a repeated one would be ambiguous, and a
+        # checkpoint holding it could not be evaluated on its own data.
+        raise DataError(
+            f"{str(path)!r}: the header names column(s) {', '.join(map(repr, repeated))} more "
+            "than once; give each column its own name"
+        )
     body = lines[1:] if header else lines
     if not body:
         raise DataError(f"{str(path)!r} has a header but no data rows")
@@ -234,7 +250,9 @@ def read_file(path: str | Path, key: str | None = None) -> Table:
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except ValueError as error:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            # An empty file (an interrupted np.save) raises EOFError, a .npz renamed .npy a
+            # BadZipFile: neither is a ValueError, and each must be one error line, not a crash.
             raise DataError(f"{where} is not a readable .npy array: {error}") from None
         values = _numeric(array, where)
         return Table(values, [str(i) for i in range(values.shape[1])], str(path))
@@ -251,7 +269,10 @@ def read_file(path: str | Path, key: str | None = None) -> Table:
                 if key not in keys:
                     raise DataError(f"{where} has no array {key!r}; it holds {', '.join(keys)}")
                 array = archive[key]
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            # A truncated or corrupted archive raises BadZipFile (or EOFError when empty or cut
+            # inside a member) and a flipped bit zlib.error: none is a ValueError, and each is
+            # bad data to report in one line.
             if isinstance(error, DataError):
                 raise
             raise DataError(f"{where} is not a readable .npz archive: {error}") from None

@@ -228,7 +228,10 @@ def _plot(
             z = flow().sample((count,))
         else:
             z = flow(zc[:count].to(next(flow.parameters()).device)).sample()
-    samples = scale.backward(z.cpu().double().numpy())
+    # Samples of data near the largest double may overflow to inf: the plot leaves them out
+    # (or says it cannot be drawn), so numpy's overflow warnings would only be noise here.
+    with np.errstate(over="ignore", invalid="ignore"):
+        samples = scale.backward(z.cpu().double().numpy())
     return plot_pair(data[:count], samples, names, f"{name} fitted to {source}", path)
 
 

@@ -85,6 +85,12 @@ def wants_images(data: str, flow: str | None) -> bool:
     """Whether ``flows fit DATA --flow FLOW`` is about images."""
     if data in IMAGE_SETS:
         return True
+    from flows.cli.datasets import TOY_SETS
+
+    if data in TOY_SETS:
+        # A built-in set's name means the built-in set, as for `flows eval` (load_data), even
+        # beside a folder of that name (an output folder `moons/`): only --flow decides.
+        return _image_preset(flow, load=False)
     path = Path(data)
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES or path.is_dir():
@@ -145,9 +151,31 @@ def _read_picture(path: Path) -> np.ndarray:
             if picture.mode not in ("L", "RGB"):
                 picture = picture.convert("RGB")
             array = np.asarray(picture)
-    except OSError as error:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:
+        # PIL refuses a header claiming a huge size (a decompression bomb, or a warning turned
+        # into an error) with exceptions that are not OSErrors; some decoders raise ValueError
+        # or SyntaxError on corrupt files. Each is one error line naming the file.
         raise CLIError(f"{str(path)!r} is not a readable image ({error})") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image files of a folder, in the order they are read."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _input_files(data: str | None) -> str | list[Path] | None:
+    """What DATA reads, for the output plan: the file, or each image file of a folder, so
+    that no output (not even with --force) replaces one of the images it was fitted on."""
+    if data is not None and Path(data).is_dir():
+        return _image_files(Path(data))
+    return data
 
 
 def load_images(data: str, key: str | None = None) -> tuple[np.ndarray, int, str]:
@@ -174,7 +202,7 @@ def load_images(data: str, key: str | None = None) -> tuple[np.ndarray, int, str
             )
         raise CLIError(f"no such file or folder {source!r}")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = _image_files(path)
         if not files:
             raise CLIError(f"{source!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
         pictures = [_read_picture(p) for p in files]
@@ -264,7 +292,7 @@ def run_fit_images(args: argparse.Namespace) -> int:
     if args.columns or args.context_columns:
         raise CLIError("--columns and --context-columns do not apply to images")
     data_file = None if args.data in IMAGE_SETS else args.data
-    plan = OutputPlan(force=args.force, inputs={"DATA": data_file})
+    plan = OutputPlan(force=args.force, inputs={"DATA": _input_files(data_file)})
     out = plan.add("--out", args.out, "checkpoint")
     images, levels, source = load_images(args.data, args.key)
     count = len(images)

@@ -376,6 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+    except Exception as error:
+        # Last resort: an error of a kind not foreseen above (a library's own exception class)
+        # is still one line and exit 1, never a traceback; FLOWS_TRACEBACK=1 shows it.
+        if debug:
+            raise
+        print(f"{PROG}: error: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+        return 1
 
 
 def entry() -> None:

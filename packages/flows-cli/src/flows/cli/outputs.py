@@ -189,22 +189,27 @@ class OutputPlan:
 
     Arguments:
         force: Replace existing files that flows cannot tell it wrote (``--force``).
-        inputs: The files the command reads, by name (``{"DATA": path, "MODEL": path}``); a
-            ``None`` or a name that is no existing file (a built-in data set) is skipped.
+        inputs: The files the command reads, by name (``{"DATA": path, "MODEL": path}``), or
+            a list of files under one name (the images of a DATA folder); a ``None`` or a
+            name that is no existing file (a built-in data set) is skipped.
     """
 
     def __init__(
         self,
         *,
         force: bool = False,
-        inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
+        inputs: Mapping[str, str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None]
+        | None = None,
     ) -> None:
         self.force = force
-        self.inputs = {
-            label: os.fspath(path)
-            for label, path in (inputs or {}).items()
-            if path is not None and os.path.isfile(path)
-        }
+        # (label, path) pairs: a folder's files are inputs as much as a single file is, and
+        # all of them are protected under the one label.
+        self.inputs: list[tuple[str, str]] = []
+        for label, given in (inputs or {}).items():
+            if given is None:
+                continue
+            paths = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+            self.inputs += [(label, os.fspath(path)) for path in paths if os.path.isfile(path)]
         self.outputs: list[tuple[str, Path, str]] = []
 
     def add(
@@ -239,7 +244,7 @@ class OutputPlan:
             raise OutputError(f"{name}: {error.strerror}") from None
 
         if st is not None:
-            for label, source in self.inputs.items():
+            for label, source in self.inputs:
                 with contextlib.suppress(OSError):  # a dangling link is no input
                     if os.path.samefile(path, source):
                         raise OutputError(
@@ -357,7 +362,8 @@ def plot_pair(
 ) -> str | None:
     """Save a PNG with the data on the left and the samples on the right, on the same axes.
 
-    Returns ``None``, or a note saying why no picture was drawn (matplotlib missing).
+    Returns ``None``, or a note saying why no picture was drawn (matplotlib missing, data too
+    wide to draw).
     """
     try:
         import matplotlib
@@ -369,28 +375,39 @@ def plot_pair(
 
     from flows.cli import __version__
 
-    low = np.quantile(data, 0.001, axis=0)
-    high = np.quantile(data, 0.999, axis=0)
-    pad = 0.1 * (high - low)
-    low, high = low - pad, high + pad
+    # The plot is drawn after the checkpoint is written: a plot that cannot be drawn is a note,
+    # not a failure. Data may span more than the largest double (the Standardizer copes), so
+    # the range is computed from halves, where ``high - low`` would overflow to inf.
+    with np.errstate(over="ignore", invalid="ignore"):
+        low = np.quantile(data, 0.001, axis=0)
+        high = np.quantile(data, 0.999, axis=0)
+        middle, half = low / 2 + high / 2, 1.2 * (high / 2 - low / 2)  # 10% padding each side
+        low, high = middle - half, middle + half
+        span = high - low
+    if not (np.isfinite(low).all() and np.isfinite(high).all() and np.isfinite(span).all()):
+        return "the data span more than the largest float, so no plot was drawn"
 
-    ratio = float(np.clip((high[1] - low[1]) / (high[0] - low[0]), 0.3, 3.0))
+    ratio = float(np.clip(span[1] / span[0], 0.3, 3.0))
     figure, axes = plt.subplots(1, 2, figsize=(10, 5 * ratio + 1.2), sharex=True, sharey=True)
     bins = 120
-    for ax, points, label in ((axes[0], data, "data"), (axes[1], samples, "flow samples")):
-        ax.hist2d(
-            points[:, 0],
-            points[:, 1],
-            bins=bins,
-            range=[[low[0], high[0]], [low[1], high[1]]],
-            cmap="viridis",
-        )
-        ax.set_title(f"{label} ({len(points)} points)")
-        ax.set_xlabel(names[0])
-        ax.set_aspect("equal")
-    axes[0].set_ylabel(names[1])
-    figure.suptitle(title)
-    figure.tight_layout()
+    try:
+        for ax, points, label in ((axes[0], data, "data"), (axes[1], samples, "flow samples")):
+            ax.hist2d(
+                points[:, 0],
+                points[:, 1],
+                bins=bins,
+                range=[[low[0], high[0]], [low[1], high[1]]],
+                cmap="viridis",
+            )
+            ax.set_title(f"{label} ({len(points)} points)")
+            ax.set_xlabel(names[0])
+            ax.set_aspect("equal")
+        axes[0].set_ylabel(names[1])
+        figure.suptitle(title)
+        figure.tight_layout()
+    except (ValueError, ArithmeticError) as error:
+        plt.close(figure)
+        return f"no plot was drawn: {' '.join(str(error).split())}"
     save: Callable[..., Any] = figure.savefig
     try:
         with atomic_file(path) as file:

@@ -127,7 +127,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         # An interruption while the folder is made waits until its removal below is in place.
         with held():
-            folder = tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            # The name's head only: the whole name plus the staging marks could pass the
+            # file system's limit on names that the target itself keeps.
+            prefix = f".{target.name[:64]}."
+            folder = tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent)
         staged = Path(folder, target.name)
         yield staged
         _commit(staged, target)
