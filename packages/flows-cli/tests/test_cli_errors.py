@@ -177,6 +177,7 @@ def test_csv_field_over_the_size_limit_is_one_error_line(outputs, tmp_path, caps
     assert "not valid CSV" in line and "field limit" in line
 
 
+@pytest.mark.together("flows.image")
 def test_image_over_the_decompression_bomb_limit_is_one_error_line(
     outputs, tmp_path, capsys, monkeypatch
 ):
@@ -204,6 +205,7 @@ def test_an_unforeseen_exception_class_is_one_error_line(outputs, capsys, monkey
     assert line == "flows: error: Surprise: something odd happened"
 
 
+@pytest.mark.together("flows.image")
 def test_force_never_replaces_an_image_of_a_data_folder(outputs, tmp_path, capsys):
     image = pytest.importorskip("PIL.Image")
     pytest.importorskip("flows.image")
