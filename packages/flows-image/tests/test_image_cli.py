@@ -113,6 +113,24 @@ def test_a_tabular_flow_on_images_is_refused(tmp_path: Path, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--support", "0:1"], "--support does"),
+        (["--compile"], "--compile does"),
+        (["--compile-mode", "default", "--drop-nonfinite"], "--compile and --drop-nonfinite do"),
+    ],
+)
+def test_tabular_options_are_refused_for_images_not_ignored(
+    tmp_path: Path, capsys, options, named
+):
+    # They were silently ignored: a --support the checkpoint did not record, say.
+    out = tmp_path / "m.pt"
+    assert main(["fit", "digits", "--flow", "glow", *options, "--out", str(out)]) == 1
+    assert error_line(capsys) == f"flows: error: {named} not apply to images"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_image_flow_on_points_is_refused(tmp_path: Path, capsys):
     assert main(["fit", "moons", "--flow", "glow", "--out", str(tmp_path / "m.pt")]) == 1
     assert error_line(capsys) == (

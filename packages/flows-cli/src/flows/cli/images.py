@@ -291,6 +291,19 @@ def run_fit_images(args: argparse.Namespace) -> int:
         )
     if args.columns or args.context_columns:
         raise CLIError("--columns and --context-columns do not apply to images")
+    # Options of the tabular fit that an image fit would otherwise silently ignore.
+    ignored = [
+        option
+        for option, given in (
+            ("--support", args.support is not None),
+            ("--compile", args.compile or args.compile_mode is not None),
+            ("--drop-nonfinite", args.drop_nonfinite),
+        )
+        if given
+    ]
+    if ignored:
+        verb = "does" if len(ignored) == 1 else "do"
+        raise CLIError(f"{' and '.join(ignored)} {verb} not apply to images")
     data_file = None if args.data in IMAGE_SETS else args.data
     plan = OutputPlan(force=args.force, inputs={"DATA": _input_files(data_file)})
     out = plan.add("--out", args.out, "checkpoint")
