@@ -126,14 +126,14 @@ class Objective:
         with context:
             if self.compiled is not None:
                 try:
-                    with guarding_hooks():
+                    with _guarding_hooks():
                         return self.compiled(flow, x, c)
                 except self.errors as error:
                     self.fall_back(error)
             return self.loss(flow, x, c)
 
 
-def guarding_hooks() -> contextlib.AbstractContextManager[Any]:
+def _guarding_hooks() -> contextlib.AbstractContextManager[Any]:
     """Compile with guards on modules' hooks, which torch leaves out by default.
 
     A preset's ``support=`` restricts its distributions by a forward hook, and one compiled
@@ -203,7 +203,7 @@ def compile_sampler(
         import torch._dynamo.exc
 
         try:
-            with guarding_hooks():
+            with _guarding_hooks():
                 samples = chosen[0](c, shape)
             return samples.clone() if graphs else samples
         except torch._dynamo.exc.TorchDynamoException as error:

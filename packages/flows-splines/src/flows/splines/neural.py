@@ -172,12 +172,8 @@ class IntegratedPositiveNetworkTransform(LinearTailsTransform):
         return self.slope + torch.exp(self.log_bound * torch.tanh(h / self.log_bound))
 
     def inner(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        batch = torch.broadcast_shapes(x.shape, self.C.shape)
-        if x.shape != batch:
-            # One x under a larger batch of parameters (a batch of contexts): the quadrature
-            # puts its nodes in front of x, where they would meet the batch's dimensions.
-            x = x.expand(batch)
-        integral = integrate(self.integrand, x, (self.weight, self.gain, self.shift), self.nodes)
+        parameters = (self.weight, self.gain, self.shift)
+        integral = integrate(self.integrand, x, parameters, self.nodes, batch=self.C.shape)
         return integral + self.C, self.integrand(x)
 
     def __repr__(self) -> str:

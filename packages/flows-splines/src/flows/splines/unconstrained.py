@@ -81,7 +81,11 @@ class _Integral(torch.autograd.Function):
 
 
 def integrate(
-    g: Callable[[Tensor], Tensor], x: Tensor, phi: Sequence[Tensor] = (), nodes: int = 32
+    g: Callable[[Tensor], Tensor],
+    x: Tensor,
+    phi: Sequence[Tensor] = (),
+    nodes: int = 32,
+    batch: torch.Size | None = None,
 ) -> Tensor:
     r"""The integral :math:`\int_0^x g(t) \, dt` by ``nodes``-point Gauss-Legendre quadrature.
 
@@ -89,11 +93,18 @@ def integrate(
     and gradients reach the tensors ``phi`` that ``g`` depends on. Under ``torch.compile``
     it is written without a custom backward (whose ``torch.autograd.grad`` breaks the graph),
     with the same value and gradients; gradients then reach whatever ``g`` depends on.
+    ``batch`` is the batch shape of ``g``'s parameters, when it may be larger than ``x``'s
+    (one point under a batch of contexts): the quadrature puts its nodes in front of ``x``,
+    where they would meet the batch's dimensions, so ``x`` is broadcast to it first.
 
     Example:
         >>> integrate(lambda t: 3 * t**2, torch.tensor([1.0, 2.0])).round(decimals=4)
         tensor([1., 8.])
     """
+    if batch is not None:
+        batch = torch.broadcast_shapes(x.shape, batch)
+        if x.shape != batch:
+            x = x.expand(batch)
     points, weights = gauss_legendre(nodes, x.dtype, x.device)
     if torch.compiler.is_compiling():
         # The same value and gradients without the custom backward's torch.autograd.grad,
@@ -160,12 +171,7 @@ class UnconstrainedMonotonicTransform(UnivariateTransform):
         self.nodes = nodes
 
     def _f(self, x: Tensor) -> Tensor:
-        batch = torch.broadcast_shapes(x.shape, self.C.shape)
-        if x.shape != batch:
-            # One x under a larger batch of parameters (a batch of contexts): the quadrature
-            # puts its nodes in front of x, where they would meet the batch's dimensions.
-            x = x.expand(batch)
-        return integrate(self.g, x, self.phi[1:], self.nodes) + self.C
+        return integrate(self.g, x, self.phi[1:], self.nodes, batch=self.C.shape) + self.C
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._f(x), self.g(x).log()
